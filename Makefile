@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# Tests use AGG_TEST_AMQP_URL when set, else the local default broker.
+TEST_AMQP_URL ?= $(or $(AGG_TEST_AMQP_URL),amqp://guest:guest@localhost:5672/)
+
+.PHONY: all install run test lint typecheck pytest broker test-broker bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+broker:
+	@bash scripts/ensure-rabbitmq.sh
+
+test-broker:
+	@bash scripts/ensure-rabbitmq.sh "$(TEST_AMQP_URL)"
+
+run: install broker
+	@bash scripts/run.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install test-broker
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data

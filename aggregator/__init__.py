@@ -1,0 +1,1 @@
+"""Shared core of the aggregator: settings, the event contract, broker topology, the store."""

@@ -1,0 +1,82 @@
+"""Opening the robust broker connection both processes use, with a bounded first connect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from yarl import URL
+
+from aggregator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the broker did not do it": connection or channel loss, nack, return, timeout.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_EXCEPTIONS, asyncio.TimeoutError)
+
+
+class BrokerUnreachable(ConnectionError):
+    """The broker did not accept a connection before the deadline."""
+
+
+def redacted(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else url
+
+
+async def connect(
+    settings: Settings, *, client_name: str, give_up_after_s: float | None
+) -> AbstractRobustConnection:
+    """A robust connection; the first attempt is retried until ``give_up_after_s`` (None: forever).
+
+    ``connect_robust`` reconnects by itself after a loss, but its first connect raises when the
+    broker is not up yet, which is normal when containers start in any order.
+    """
+    started = time.monotonic()
+    delay = 0.2
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.amqp_url,
+                reconnect_interval=settings.reconnect_interval_s,
+                client_properties={"connection_name": client_name},
+            )
+        except CONNECTION_EXCEPTIONS as exc:
+            waited = time.monotonic() - started
+            if give_up_after_s is not None and waited + delay > give_up_after_s:
+                raise BrokerUnreachable(
+                    f"cannot reach the broker at {redacted(settings.amqp_url)} after "
+                    f"{attempt} attempt(s) in {waited:.1f}s: {exc!r}"
+                ) from exc
+            log.warning(
+                "broker at %s not reachable (attempt %d): %r; retrying in %.1fs",
+                redacted(settings.amqp_url),
+                attempt,
+                exc,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        log.info("connected to broker at %s as %s", redacted(settings.amqp_url), client_name)
+        _log_lifecycle(connection, client_name)
+        return connection
+
+
+def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> None:
+    def on_close(_: Any, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            log.warning("%s lost its broker connection: %r; reconnecting", client_name, exc)
+
+    def on_reconnect(_: Any) -> None:
+        log.info("%s reconnected to the broker", client_name)
+
+    connection.close_callbacks.add(on_close)
+    connection.reconnect_callbacks.add(on_reconnect)

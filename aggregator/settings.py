@@ -1,0 +1,52 @@
+"""Typed settings, read from ``AGG_*`` environment variables once, in each entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API and the worker can be told; see the settings table in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="AGG_", extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    db_path: Path = Path("data/aggregator.db")
+    exchange: str = Field(default="logs", min_length=1, max_length=200)
+    queue: str = Field(default="logs.aggregator", min_length=1, max_length=200)
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    # Redeliveries a quorum queue allows before it dead-letters a message that keeps failing.
+    delivery_limit: int = Field(default=20, ge=1)
+    prefetch: int = Field(default=1000, ge=1, le=65535)
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_batch: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # A publish whose confirm has not come back by then answers 503 (the contract's 5 s bound).
+    confirm_timeout_s: float = Field(default=4.0, gt=0)
+
+    # The worker stores up to batch_size deliveries in one transaction, waiting at most
+    # batch_ms for a batch to fill.
+    batch_size: int = Field(default=500, ge=1)
+    batch_ms: float = Field(default=20.0, ge=0)
+    # In-process attempts at a transient store failure before the batch is requeued.
+    store_attempts: int = Field(default=3, ge=1)
+    # How long the worker keeps retrying its first connection before it gives up.
+    connect_timeout_s: float = Field(default=60.0, ge=0)
+    reconnect_interval_s: float = Field(default=1.0, gt=0)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+
+    log_level: str = "INFO"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.exchange}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dead"

@@ -1,0 +1,1 @@
+"""The HTTP side: validates events and publishes them to RabbitMQ with publisher confirms."""

@@ -1,0 +1,122 @@
+"""The API's only contact with the broker: one robust connection, one confirm-mode channel.
+
+A publish succeeds only when the broker confirmed every event of the batch. All publishes of a
+batch are written together and their confirms awaited together (pipelined), never one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from aggregator.amqp import BROKER_ERRORS, connect
+from aggregator.events import CONTENT_TYPE, Event
+from aggregator.settings import Settings
+from aggregator.topology import Topology, declare_topology
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(Exception):
+    """The broker does not hold the events (down, nack, return or no confirm in time): retry."""
+
+
+class Publisher:
+    """Publishes events with confirms; connects in the background so the API can start first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._topology: Topology | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect(), name="publisher-connect")
+
+    async def wait_connected(self) -> None:
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> None:
+        delay = 1.0
+        while True:
+            connection = await connect(
+                self._settings, client_name="aggregator-api", give_up_after_s=None
+            )
+            try:
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._topology = await declare_topology(channel, self._settings)
+            except BROKER_ERRORS as exc:
+                # For example a queue that exists with other arguments: say so and keep trying,
+                # /readyz answers 503 meanwhile.
+                log.error("cannot declare the topology: %r; retrying in %.0fs", exc, delay)
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await connection.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._connection, self._channel = connection, channel
+            return
+
+    @property
+    def ready(self) -> bool:
+        """True while a publish can reach the broker right now."""
+        return (
+            self._connection is not None
+            and self._connection.connected.is_set()
+            and self._channel is not None
+            and not self._channel.is_closed
+            and self._topology is not None
+        )
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Return once the broker confirmed every event; raise :class:`BrokerUnavailable` if not."""
+        if not self.ready or self._topology is None:
+            raise BrokerUnavailable("not connected to the broker")
+        exchange = self._topology.exchange
+        publishes = [
+            exchange.publish(
+                aio_pika.Message(
+                    event.to_wire(),
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=event.event_id,
+                ),
+                routing_key=event.topic,
+                mandatory=True,
+            )
+            for event in events
+        ]
+        try:
+            async with asyncio.timeout(self._settings.confirm_timeout_s):
+                results = await asyncio.gather(*publishes, return_exceptions=True)
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"the broker did not confirm {len(events)} event(s) within "
+                f"{self._settings.confirm_timeout_s:g}s"
+            ) from None
+        failures = [r for r in results if isinstance(r, BaseException | DeliveredMessage)]
+        if failures:
+            first = failures[0]
+            reason = "returned unroutable" if isinstance(first, DeliveredMessage) else repr(first)
+            log.warning("%d of %d publish(es) failed: %s", len(failures), len(events), reason)
+            raise BrokerUnavailable(
+                f"{len(failures)} of {len(events)} event(s) not confirmed: {reason}"
+            )
+
+    async def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self._connection is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._connection.close()
+        self._connection = self._channel = self._topology = None

@@ -1,0 +1,1 @@
+"""The consuming side: stores each event once, then acks."""

@@ -1,0 +1,51 @@
+"""``python -m worker [--drain]``: consume the queue and store each event once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from aggregator.amqp import BrokerUnreachable
+from aggregator.logs import configure_logging
+from aggregator.settings import Settings
+from aggregator.store import DedupStore
+from worker.consumer import Consumer
+
+log = logging.getLogger("worker")
+
+
+async def run(settings: Settings, *, drain: bool) -> None:
+    store = await DedupStore.open(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        consumer = Consumer(settings, store, drain=drain)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, consumer.stop)
+        await consumer.run()
+    finally:
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="consume until the queue is empty, then exit 0",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(run(settings, drain=args.drain))
+    except BrokerUnreachable as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The worker's only contact with the broker: prefetch, batching, acks, rejects, dead-lettering.
+
+Acknowledgement policy, in one place:
+
+* A delivery is acked only after its event row (or its duplicate count) is committed, or, for
+  poison, after the dead-letter exchange confirmed the copy and ``dead_lettered`` is committed.
+* A batch is handled by one writer, in delivery order, and finished before the next one starts;
+  so on each channel every delivery up to the batch's last tag is either in the batch or already
+  settled, and one ``ack(multiple=True)`` on that last tag settles exactly the batch.
+* Transient failures (the store stays locked or fails after the in-process retries, the
+  dead-letter publish is not confirmed) reject with requeue; the quorum queue's delivery limit
+  dead-letters a message that keeps failing. Poison is never requeued.
+* A delivery from a channel that has since closed cannot be settled; the broker redelivers it
+  and the dedup row absorbs the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from aiormq.abc import AbstractChannel as UnderlyingChannel
+
+from aggregator.amqp import BROKER_ERRORS, connect
+from aggregator.settings import Settings
+from aggregator.store import DedupStore
+from aggregator.topology import ERROR_HEADER, Topology, declare_topology
+from worker.processing import BatchOutcome, BatchProcessor, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+DRAIN_POLL_S = 0.2
+
+
+class Consumer:
+    """Consumes ``AGG_QUEUE`` until :meth:`stop` (or, in drain mode, until the queue is empty)."""
+
+    def __init__(self, settings: Settings, store: DedupStore, *, drain: bool = False) -> None:
+        self._settings = settings
+        self._processor = BatchProcessor(store, attempts=settings.store_attempts)
+        self._drain = drain
+        self._buffer: list[AbstractIncomingMessage] = []
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._deliveries = 0
+        self._handling = False
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._topology: Topology | None = None
+        self._consumer_tag: str | None = None
+
+    def stop(self) -> None:
+        """Stop taking deliveries; what was delivered is still stored and acked."""
+        if not self._stopping.is_set():
+            log.info("stopping: finishing the deliveries in hand")
+        self._stopping.set()
+        self._arrived.set()
+
+    async def run(self) -> None:
+        settings = self._settings
+        self._connection = await connect(
+            settings,
+            client_name="aggregator-worker",
+            give_up_after_s=0.0 if self._drain else settings.connect_timeout_s,
+        )
+        try:
+            self._channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            await self._channel.set_qos(prefetch_count=settings.prefetch)
+            self._topology = await declare_topology(self._channel, settings)
+            self._consumer_tag = await self._topology.queue.consume(self._on_delivery)
+            log.info(
+                "consuming queue=%s exchange=%s prefetch=%d batch=%d%s",
+                settings.queue,
+                settings.exchange,
+                settings.prefetch,
+                settings.batch_size,
+                " (drain mode)" if self._drain else "",
+            )
+            watcher = asyncio.create_task(self._watch_drain()) if self._drain else None
+            try:
+                await self._batch_loop()
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+        finally:
+            with contextlib.suppress(*BROKER_ERRORS):
+                await self._connection.close()
+            log.info("worker closed")
+
+    async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
+        self._buffer.append(message)
+        self._deliveries += 1
+        self._arrived.set()
+        if len(self._buffer) >= self._settings.batch_size:
+            self._full.set()
+
+    async def _batch_loop(self) -> None:
+        batch_s = self._settings.batch_ms / 1000
+        while True:
+            if not self._buffer:
+                if self._stopping.is_set():
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if self._stopping.is_set():
+                await self._cancel_consumer()
+            elif len(self._buffer) < self._settings.batch_size and batch_s > 0:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(batch_s):
+                        await self._full.wait()
+            batch = self._buffer[: self._settings.batch_size]
+            del self._buffer[: len(batch)]
+            if len(self._buffer) < self._settings.batch_size:
+                self._full.clear()
+            self._handling = True
+            try:
+                await self._handle(batch)
+            finally:
+                self._handling = False
+
+    async def _cancel_consumer(self) -> None:
+        if self._consumer_tag is None or self._topology is None:
+            return
+        tag, self._consumer_tag = self._consumer_tag, None
+        try:
+            await self._topology.queue.cancel(tag)
+        except BROKER_ERRORS as exc:
+            log.warning("could not cancel the consumer cleanly: %r", exc)
+
+    async def _handle(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+        try:
+            outcome = await self._processor.process([message.body for message in batch])
+        except StoreUnavailable as exc:
+            log.error("requeueing %d deliveries: %s", len(batch), exc)
+            await self._settle(batch, requeue=True, whole_batch=True)
+            return
+        failed = await self._dead_letter(batch, outcome)
+        if failed:
+            await self._settle(failed, requeue=True, whole_batch=False)
+        await self._settle([m for m in batch if m not in failed], requeue=False, whole_batch=True)
+
+    async def _dead_letter(
+        self, batch: Sequence[AbstractIncomingMessage], outcome: BatchOutcome
+    ) -> list[AbstractIncomingMessage]:
+        """Copy each poison delivery to the dead-letter exchange; return the ones not done."""
+        if not outcome.poison:
+            return []
+        assert self._topology is not None
+        poisoned = [(batch[p.index], p.reason) for p in outcome.poison]
+        results = await asyncio.gather(
+            *(self._publish_dead_letter(message, reason) for message, reason in poisoned),
+            return_exceptions=True,
+        )
+        confirmed: list[tuple[AbstractIncomingMessage, str]] = []
+        failed: list[AbstractIncomingMessage] = []
+        for (message, reason), result in zip(poisoned, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning(
+                    "dead-letter publish failed: topic=%s message_id=%s: %r; requeueing it",
+                    message.routing_key,
+                    message.message_id,
+                    result,
+                )
+                failed.append(message)
+            else:
+                confirmed.append((message, reason))
+        if confirmed:
+            try:
+                await self._processor.count_dead_lettered(len(confirmed))
+            except StoreUnavailable as exc:
+                # The copies are in the dead-letter queue already; a redelivery copies them
+                # again, which the contract allows (dead_lettered is at least the poison count).
+                log.error("could not count %d dead-lettered: %s", len(confirmed), exc)
+                return [message for message, _ in poisoned]
+            for message, reason in confirmed:
+                log.warning(
+                    "dead-lettered: topic=%s message_id=%s reason=%s",
+                    message.routing_key,
+                    message.message_id,
+                    reason,
+                )
+        return failed
+
+    async def _publish_dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        assert self._topology is not None
+        await self._topology.dead_letter_exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers={
+                    **(message.headers or {}),
+                    ERROR_HEADER: reason[:1000],
+                    "x-original-exchange": message.exchange or "",
+                    "x-original-routing-key": message.routing_key or "",
+                },
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+            ),
+            routing_key=message.routing_key or "",
+            mandatory=True,
+            timeout=self._settings.confirm_timeout_s,
+        )
+
+    async def _settle(
+        self, messages: Sequence[AbstractIncomingMessage], *, requeue: bool, whole_batch: bool
+    ) -> None:
+        """Ack, or reject with requeue. ``whole_batch``: the messages are every unsettled
+        delivery up to their last tag on each channel, so one frame per channel settles them."""
+        for channel, group in _by_channel(messages):
+            if channel is None:
+                log.warning(
+                    "%d deliveries came on a channel that has closed; the broker redelivers them",
+                    len(group),
+                )
+                continue
+            try:
+                if whole_batch and requeue:
+                    await group[-1].nack(multiple=True, requeue=True)
+                elif whole_batch:
+                    await group[-1].ack(multiple=True)
+                else:
+                    for message in group:
+                        await message.reject(requeue=requeue)
+            except BROKER_ERRORS as exc:
+                log.warning(
+                    "could not settle %d deliveries: %r; the broker redelivers them",
+                    len(group),
+                    exc,
+                )
+
+    async def _watch_drain(self) -> None:
+        """In drain mode, stop once the queue has nothing ready and nothing is in hand."""
+        assert self._topology is not None
+        queue = self._topology.queue
+        quiet_checks = 0
+        seen = -1
+        while not self._stopping.is_set():
+            await asyncio.sleep(DRAIN_POLL_S)
+            if self._buffer or self._handling or self._deliveries != seen:
+                seen = self._deliveries
+                quiet_checks = 0
+                continue
+            try:
+                declared = await queue.declare()
+            except BROKER_ERRORS as exc:
+                log.warning("drain: could not read the queue depth: %r", exc)
+                continue
+            ready = declared.message_count or 0
+            quiet_checks = quiet_checks + 1 if ready == 0 else 0
+            idle = not self._buffer and not self._handling and self._deliveries == seen
+            if quiet_checks >= 2 and idle:
+                log.info("drain: queue %s is empty, %d deliveries handled", queue.name, seen)
+                self.stop()
+                return
+
+
+def _underlying_channel(message: AbstractIncomingMessage) -> UnderlyingChannel | None:
+    try:
+        return message.channel
+    except aio_pika.exceptions.ChannelInvalidStateError:
+        return None
+
+
+def _by_channel(
+    messages: Sequence[AbstractIncomingMessage],
+) -> Iterator[tuple[UnderlyingChannel | None, list[AbstractIncomingMessage]]]:
+    """Consecutive runs of deliveries that came on the same channel, in delivery order."""
+    run: list[AbstractIncomingMessage] = []
+    current: UnderlyingChannel | None = None
+    for message in messages:
+        channel = _underlying_channel(message)
+        if run and channel is not current:
+            yield current, run
+            run = []
+        current = channel
+        run.append(message)
+    if run:
+        yield current, run
