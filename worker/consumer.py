@@ -57,6 +57,8 @@ class Consumer:
         self._channel: AbstractChannel | None = None
         self._topology: Topology | None = None
         self._consumer_tag: str | None = None
+        # Set once the consumer is registered with the broker (tests and drain wait on it).
+        self.consuming = asyncio.Event()
 
     def stop(self) -> None:
         """Stop taking deliveries; what was delivered is still stored and acked."""
@@ -79,6 +81,7 @@ class Consumer:
             await self._channel.set_qos(prefetch_count=settings.prefetch)
             self._topology = await declare_topology(self._channel, settings)
             self._consumer_tag = await self._topology.queue.consume(self._on_delivery)
+            self.consuming.set()
             log.info(
                 "consuming queue=%s exchange=%s prefetch=%d batch=%d%s",
                 settings.queue,

@@ -1,0 +1,51 @@
+"""Fixtures: one broker per session; each test gets its own exchange, queue and DB file."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregator.settings import Settings
+from aggregator.store import DedupStore
+from tests.support.broker import NoBroker, delete_topology, test_broker_url
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    try:
+        with test_broker_url() as url:
+            yield url
+    except NoBroker as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def make_settings(amqp_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    values: dict[str, object] = {
+        "amqp_url": amqp_url,
+        "db_path": tmp_path / "aggregator.db",
+        "exchange": name,
+        "queue": f"{name}.q",
+        "batch_ms": 5.0,
+        "reconnect_interval_s": 0.5,
+        "connect_timeout_s": 10.0,
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+async def settings(amqp_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
+    settings = make_settings(amqp_url, tmp_path)
+    yield settings
+    await delete_topology(settings)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[DedupStore]:
+    store = await DedupStore.open(tmp_path / "unit.db")
+    yield store
+    await store.close()
