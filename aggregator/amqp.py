@@ -72,7 +72,8 @@ async def connect(
 
 def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> None:
     def on_close(_: Any, exc: BaseException | None = None) -> None:
-        if exc is not None:
+        # A close we asked for arrives as None or CancelledError; anything else is a loss.
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
             log.warning("%s lost its broker connection: %r; reconnecting", client_name, exc)
 
     def on_reconnect(_: Any) -> None:

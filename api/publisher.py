@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.exceptions import PublishError
 from aiormq.abc import DeliveredMessage
 
 from aggregator.amqp import BROKER_ERRORS, connect
@@ -105,7 +106,11 @@ class Publisher:
         failures = [r for r in results if isinstance(r, BaseException | DeliveredMessage)]
         if failures:
             first = failures[0]
-            reason = "returned unroutable" if isinstance(first, DeliveredMessage) else repr(first)
+            reason = (
+                "returned by the broker as unroutable (no queue bound for the topic)"
+                if isinstance(first, PublishError | DeliveredMessage)
+                else repr(first)
+            )
             log.warning("%d of %d publish(es) failed: %s", len(failures), len(events), reason)
             raise BrokerUnavailable(
                 f"{len(failures)} of {len(events)} event(s) not confirmed: {reason}"

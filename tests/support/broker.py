@@ -7,15 +7,20 @@ message: a broker test never skips.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 
 import aio_pika
+import aio_pika.abc
+import orjson
 
 from aggregator.settings import Settings
+from aggregator.topology import declare_topology
 from scripts.amqp_probe import broker_answers
 
 LOCAL_URL = "amqp://guest:guest@localhost:5672/"
@@ -75,3 +80,68 @@ async def delete_topology(settings: Settings) -> None:
             await channel.queue_delete(queue)
         for exchange in (settings.exchange, settings.dead_letter_exchange):
             await channel.exchange_delete(exchange)
+
+
+def event_body(event_id: str, topic: str = "app.log", **fields: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "topic": topic,
+        "event_id": event_id,
+        "timestamp": "2026-11-24T10:00:00Z",
+        "source": "test",
+        "payload": {"id": event_id},
+    }
+    body.update(fields)
+    return body
+
+
+async def publish_raw(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
+    """Publish ``(routing_key, body)`` pairs as any AMQP producer would: persistent, confirmed.
+
+    Declares the topology first (idempotent), as the contract asks of every producer process.
+    """
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        topology = await declare_topology(channel, settings)
+        await asyncio.gather(
+            *(
+                topology.exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=_message_id(body),
+                    ),
+                    routing_key=routing_key,
+                )
+                for routing_key, body in messages
+            )
+        )
+
+
+def _message_id(body: bytes) -> str | None:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = document.get("event_id") if isinstance(document, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+async def get_dead_letters(
+    settings: Settings, expected: int, timeout: float = 20.0
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Take ``expected`` messages from the dead-letter queue, polling with a deadline."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(settings.dead_letter_queue, passive=True)
+        deadline = time.monotonic() + timeout
+        while len(taken) < expected and time.monotonic() < deadline:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                await asyncio.sleep(0.05)  # poll interval with a deadline
+            else:
+                taken.append(message)
+    return taken

@@ -1,0 +1,298 @@
+"""The API and the worker together on a real broker: publish, dedup, paging, stats, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import orjson
+import pytest
+
+from aggregator.settings import Settings
+from tests.conftest import make_settings
+from tests.support.broker import (
+    delete_topology,
+    event_body,
+    get_dead_letters,
+    publish_raw,
+    queue_depth,
+)
+from tests.support.running import api_client, running_worker
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.broker
+
+
+async def stats_of(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/stats")
+    assert response.status_code == 200
+    stats: dict[str, Any] = response.json()
+    return stats
+
+
+async def wait_for_stats(
+    client: httpx.AsyncClient, *, received: int, timeout: float = 20.0
+) -> dict[str, Any]:
+    return await eventually(
+        lambda: stats_of(client),
+        lambda s: s["received"] >= received,
+        timeout=timeout,
+        what=f"received >= {received}",
+    )
+
+
+async def all_events(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {**params, **({"after": cursor} if cursor else {})}
+        response = await client.get("/events", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        events += page["events"]
+        cursor = page["next"]
+        if cursor is None:
+            return events
+
+
+async def test_single_event_is_confirmed_and_stored(settings: Settings) -> None:
+    async with running_worker(settings), api_client(settings) as client:
+        event = event_body("e-1", "auth.login", payload={"user": "alice"})
+        response = await client.post("/publish", json=event)
+        assert response.status_code == 202
+        assert response.json() == {"accepted": 1}
+
+        stats = await wait_for_stats(client, received=1)
+        assert stats["unique_processed"] == 1
+        assert stats["duplicate_dropped"] == 0
+        assert stats["topics"] == {"auth.login": 1}
+        assert stats["uptime_s"] >= 0
+
+        [stored] = await all_events(client)
+        assert {k: stored[k] for k in event} == event
+        assert stored["processed_at"].endswith("Z")
+
+
+async def test_batches_as_array_and_envelope(settings: Settings) -> None:
+    array = [event_body(f"a-{i}", f"topic.{i % 4}") for i in range(300)]
+    envelope = {"events": [event_body(f"b-{i}", "env") for i in range(200)]}
+    async with running_worker(settings), api_client(settings) as client:
+        first = await client.post("/publish", json=array)
+        second = await client.post("/publish", json=envelope)
+        assert (first.status_code, first.json()) == (202, {"accepted": 300})
+        assert (second.status_code, second.json()) == (202, {"accepted": 200})
+        stats = await wait_for_stats(client, received=500)
+        assert stats["unique_processed"] == 500
+        assert stats["topics"] == {
+            "env": 200,
+            "topic.0": 75,
+            "topic.1": 75,
+            "topic.2": 75,
+            "topic.3": 75,
+        }
+        stored = await all_events(client, limit=77)
+        assert len(stored) == 500
+        assert len({(e["topic"], e["event_id"]) for e in stored}) == 500
+
+
+async def test_same_event_over_http_and_amqp_is_stored_once(settings: Settings) -> None:
+    http_first = event_body("shared-1", "orders.created", payload={"via": "http"})
+    amqp_first = event_body("shared-2", "orders.created", payload={"via": "amqp"})
+    async with running_worker(settings), api_client(settings) as client:
+        assert (await client.post("/publish", json=http_first)).status_code == 202
+        await wait_for_stats(client, received=1)
+        await publish_raw(
+            settings, [("orders.created", orjson.dumps({**http_first, "payload": {"via": "amqp"}}))]
+        )
+        await wait_for_stats(client, received=2)
+
+        await publish_raw(settings, [("orders.created", orjson.dumps(amqp_first))])
+        await wait_for_stats(client, received=3)
+        assert (
+            await client.post("/publish", json={**amqp_first, "payload": {}})
+        ).status_code == 202
+        stats = await wait_for_stats(client, received=4)
+
+        assert stats["unique_processed"] == 2
+        assert stats["duplicate_dropped"] == 2
+        stored = {e["event_id"]: e["payload"] for e in await all_events(client)}
+        assert stored == {"shared-1": {"via": "http"}, "shared-2": {"via": "amqp"}}
+
+
+async def test_same_event_id_in_two_topics_is_two_events(settings: Settings) -> None:
+    async with running_worker(settings), api_client(settings) as client:
+        batch = [event_body("same", "topic.a"), event_body("same", "topic.b")]
+        assert (await client.post("/publish", json=batch)).status_code == 202
+        stats = await wait_for_stats(client, received=2)
+        assert stats["unique_processed"] == 2
+        assert stats["topics"] == {"topic.a": 1, "topic.b": 1}
+        only_b = await all_events(client, topic="topic.b")
+        assert [(e["topic"], e["event_id"]) for e in only_b] == [("topic.b", "same")]
+
+
+def _bad_requests() -> list[tuple[str, dict[str, str], bytes, int]]:
+    good = event_body("good")
+    json_ct = {"content-type": "application/json"}
+    dump = orjson.dumps
+    return [
+        ("not json", json_ct, b"{not json", 400),
+        ("truncated json", json_ct, dump(good)[:-3], 400),
+        (
+            "form content type",
+            {"content-type": "application/x-www-form-urlencoded"},
+            dump(good),
+            415,
+        ),
+        ("text content type", {"content-type": "text/plain"}, dump(good), 415),
+        ("no content type", {}, dump(good), 415),
+        ("wrong type", json_ct, dump({**good, "payload": "text"}), 422),
+        ("number timestamp", json_ct, dump({**good, "timestamp": 1764000000}), 422),
+        ("naive timestamp", json_ct, dump({**good, "timestamp": "2026-11-24T10:00:00"}), 422),
+        ("bad topic", json_ct, dump({**good, "topic": "no spaces"}), 422),
+        ("missing field", json_ct, dump({k: v for k, v in good.items() if k != "source"}), 422),
+        ("extra field", json_ct, dump({**good, "level": "info"}), 422),
+        ("empty array", json_ct, b"[]", 422),
+        ("empty envelope", json_ct, dump({"events": []}), 422),
+        ("scalar", json_ct, b"42", 422),
+        ("one bad in a batch", json_ct, dump([good, {**good, "event_id": ""}]), 422),
+        ("over the batch limit", json_ct, dump([event_body(str(i)) for i in range(6)]), 413),
+        ("over the body limit", json_ct, dump({**good, "payload": {"big": "x" * 5000}}), 413),
+    ]
+
+
+async def test_bad_input_is_refused_and_nothing_is_published(amqp_url: str, tmp_path: Path) -> None:
+    settings = make_settings(amqp_url, tmp_path, max_batch=5, max_body_bytes=4096)
+    try:
+        async with api_client(settings) as client:
+            for name, headers, content, status in _bad_requests():
+                response = await client.post("/publish", content=content, headers=headers)
+                assert response.status_code == status, (name, response.text)
+                detail = response.json()["detail"]
+                assert detail, name
+                if status == 422:
+                    assert all({"loc", "msg", "type"} <= set(d) for d in detail), name
+            # Nothing of any refused request reached the queue; a good one does.
+            assert await queue_depth(settings, settings.queue) == 0
+            assert (await client.post("/publish", json=event_body("good"))).status_code == 202
+            assert await queue_depth(settings, settings.queue) == 1
+    finally:
+        await delete_topology(settings)
+
+
+async def test_422_names_index_and_field_of_each_bad_event(settings: Settings) -> None:
+    batch = [
+        event_body("0"),
+        event_body("1", timestamp="2026-11-24"),
+        event_body("2"),
+        event_body("3", topic="bad topic", source=""),
+    ]
+    async with api_client(settings) as client:
+        response = await client.post("/publish", json={"events": batch})
+        assert response.status_code == 422
+        locs = [d["loc"] for d in response.json()["detail"]]
+        assert locs == [
+            ["body", "events", 1, "timestamp"],
+            ["body", "events", 3, "topic"],
+            ["body", "events", 3, "source"],
+        ]
+        assert await queue_depth(settings, settings.queue) == 0
+
+
+async def test_unroutable_publish_answers_503(settings: Settings) -> None:
+    async with api_client(settings) as client:
+        # Take the binding away under the running API: the broker returns the message.
+        connection = await aio_pika.connect(settings.amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(settings.queue, passive=True)
+            await queue.unbind(settings.exchange, routing_key="#")
+        response = await client.post("/publish", json=event_body("lost"))
+        assert response.status_code == 503
+        assert response.headers["retry-after"].isdigit()
+        assert "unroutable" in response.json()["detail"]
+
+
+async def test_events_paging_rules(settings: Settings) -> None:
+    async with running_worker(settings), api_client(settings) as client:
+        batch = [event_body(f"{i:03}", "odd" if i % 2 else "even") for i in range(25)]
+        assert (await client.post("/publish", json=batch)).status_code == 202
+        await wait_for_stats(client, received=25)
+
+        page = (await client.get("/events", params={"limit": 10})).json()
+        assert [e["event_id"] for e in page["events"]] == [f"{i:03}" for i in range(10)]
+        assert page["next"] is not None
+        everything = await all_events(client, limit=5)
+        assert [e["event_id"] for e in everything] == [f"{i:03}" for i in range(25)]
+        exact = (await client.get("/events", params={"limit": 25})).json()
+        assert len(exact["events"]) == 25 and exact["next"] is None
+        odd = await all_events(client, topic="odd", limit=3)
+        assert [e["event_id"] for e in odd] == [f"{i:03}" for i in range(1, 25, 2)]
+
+        for bad in (
+            {"limit": 0},
+            {"limit": 1001},
+            {"limit": "x"},
+            {"after": "!!"},
+            {"after": "bm9wZQ"},
+        ):
+            response = await client.get("/events", params=bad)
+            assert response.status_code == 422, bad
+        assert (await client.get("/events", params={"limit": 1000})).status_code == 200
+
+
+async def test_counters_survive_an_api_restart(settings: Settings) -> None:
+    async with running_worker(settings), api_client(settings) as client:
+        batch = [event_body("x"), event_body("x"), event_body("y")]
+        assert (await client.post("/publish", json=batch)).status_code == 202
+        before = await wait_for_stats(client, received=3)
+    async with api_client(settings) as client:
+        after = await stats_of(client)
+    assert {k: v for k, v in after.items() if k != "uptime_s"} == {
+        k: v for k, v in before.items() if k != "uptime_s"
+    }
+    assert (after["received"], after["unique_processed"], after["duplicate_dropped"]) == (3, 2, 1)
+
+
+async def test_health_and_readiness(settings: Settings) -> None:
+    async with api_client(settings) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"broker": "ok", "store": "ok"})
+
+
+async def test_poison_over_amqp_is_dead_lettered_and_the_rest_processed(settings: Settings) -> None:
+    valid = [event_body(f"v-{i}") for i in range(4)]
+    messages = [
+        ("app.log", orjson.dumps(valid[0])),
+        ("app.log", b"\x00 not json at all"),
+        ("app.log", orjson.dumps(valid[1])),
+        ("app.log", orjson.dumps({**valid[2], "event_id": "p-1", "timestamp": 12})),
+        ("app.log", orjson.dumps(valid[2])),
+        ("app.log", b"[1, 2, 3]"),
+        ("app.log", orjson.dumps(valid[3])),
+    ]
+    async with running_worker(settings), api_client(settings) as client:
+        await publish_raw(settings, messages)
+        stats = await eventually(
+            lambda: stats_of(client),
+            lambda s: s["received"] >= 4 and s["dead_lettered"] >= 3,
+            what="4 stored and 3 dead-lettered",
+        )
+        assert (stats["unique_processed"], stats["dead_lettered"]) == (4, 3)
+        assert stats["received"] == stats["unique_processed"] + stats["duplicate_dropped"]
+
+        dead = await get_dead_letters(settings, expected=3)
+        assert sorted(m.body for m in dead) == sorted(
+            [messages[1][1], messages[3][1], messages[5][1]]
+        )
+        for message in dead:
+            reason = message.headers["x-error"]
+            assert isinstance(reason, str) and reason and "\n" not in reason
+            assert message.headers["x-original-routing-key"] == "app.log"
+        assert await queue_depth(settings, settings.queue) == 0
+
+        # The worker keeps going after poison.
+        assert (await client.post("/publish", json=event_body("after"))).status_code == 202
+        await wait_for_stats(client, received=5)

@@ -1,0 +1,163 @@
+"""The SQLite dedup store: insert, duplicates, counters, paging, persistence across reopen."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator.events import Event
+from aggregator.store import DedupStore
+
+
+def make_event(event_id: str, topic: str = "app.log", **extra: Any) -> Event:
+    fields: dict[str, Any] = {
+        "topic": topic,
+        "event_id": event_id,
+        "timestamp": "2026-11-24T10:00:00Z",
+        "source": "svc",
+        "payload": {"n": event_id},
+    }
+    fields.update(extra)
+    return Event.model_validate(fields)
+
+
+async def test_first_stored_wins_and_later_ones_are_duplicates(store: DedupStore) -> None:
+    first = make_event("a", payload={"v": 1})
+    result = await store.store_events([first, make_event("b")])
+    assert [e.event_id for e in result.stored] == ["a", "b"]
+    assert result.duplicates == []
+
+    again = make_event("a", payload={"v": 2}, source="someone-else")
+    result = await store.store_events([again, make_event("c")])
+    assert [e.event_id for e in result.stored] == ["c"]
+    assert result.duplicates == [again]
+
+    page, more = await store.events_after(after_seq=0, limit=10)
+    assert [e.event_id for e in page] == ["a", "b", "c"]
+    assert page[0].payload == {"v": 1}  # the first stored wins whatever the later payload
+    assert more is False
+
+
+async def test_duplicates_inside_one_batch(store: DedupStore) -> None:
+    result = await store.store_events([make_event("x"), make_event("x"), make_event("x")])
+    assert len(result.stored) == 1
+    assert len(result.duplicates) == 2
+    stats = await store.stats()
+    assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (3, 1, 2)
+
+
+async def test_same_event_id_in_two_topics_is_two_events(store: DedupStore) -> None:
+    result = await store.store_events([make_event("id-1", "a.b"), make_event("id-1", "c.d")])
+    assert len(result.stored) == 2
+    stats = await store.stats()
+    assert stats.topics == {"a.b": 1, "c.d": 1}
+
+
+async def test_counters_add_up(store: DedupStore) -> None:
+    await store.store_events([make_event(str(i), topic=f"t{i % 3}") for i in range(30)])
+    await store.store_events([make_event(str(i), topic=f"t{i % 3}") for i in range(20, 40)])
+    await store.add_dead_lettered(2)
+    await store.add_dead_lettered(1)
+    stats = await store.stats()
+    assert stats.received == 50
+    assert stats.unique_processed == 40
+    assert stats.duplicate_dropped == 10
+    assert stats.received == stats.unique_processed + stats.duplicate_dropped
+    assert stats.dead_lettered == 3
+    assert sum(stats.topics.values()) == 40
+    assert stats.topics == {"t0": 14, "t1": 13, "t2": 13}
+
+
+async def test_paging_in_processing_order_with_topic_filter(store: DedupStore) -> None:
+    for start in range(0, 25, 5):
+        await store.store_events(
+            [
+                make_event(f"e{i:02}", topic="even" if i % 2 == 0 else "odd")
+                for i in range(start, start + 5)
+            ]
+        )
+    seen: list[str] = []
+    after = 0
+    while True:
+        page, more = await store.events_after(after_seq=after, limit=4)
+        seen += [e.event_id for e in page]
+        if not more:
+            break
+        after = page[-1].seq
+    assert seen == [f"e{i:02}" for i in range(25)]
+
+    odd, more = await store.events_after(after_seq=0, limit=100, topic="odd")
+    assert [e.event_id for e in odd] == [f"e{i:02}" for i in range(1, 25, 2)]
+    assert more is False
+    exact, more = await store.events_after(after_seq=0, limit=25)
+    assert len(exact) == 25 and more is False
+    empty, more = await store.events_after(after_seq=0, limit=10, topic="none")
+    assert empty == [] and more is False
+
+
+async def test_stored_fields_round_trip(store: DedupStore) -> None:
+    event = make_event(
+        "ü-1", topic="a.b", timestamp="2026-11-24T10:00:00.5+02:00", payload={"x": [1, {"y": None}]}
+    )
+    await store.store_events([event])
+    [stored], _ = await store.events_after(after_seq=0, limit=1)
+    assert (stored.topic, stored.event_id, stored.timestamp, stored.source, stored.payload) == (
+        event.topic,
+        event.event_id,
+        event.timestamp,
+        event.source,
+        event.payload,
+    )
+    assert stored.processed_at.endswith("Z")
+
+
+async def test_everything_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "agg.db"  # the parent folders are created
+    store = await DedupStore.open(path)
+    await store.store_events([make_event("a"), make_event("b"), make_event("a")])
+    await store.add_dead_lettered(1)
+    await store.close()
+
+    reopened = await DedupStore.open(path)
+    try:
+        stats = await reopened.stats()
+        assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (3, 2, 1)
+        assert stats.dead_lettered == 1
+        result = await reopened.store_events([make_event("b"), make_event("c")])
+        assert [e.event_id for e in result.stored] == ["c"]
+        assert [e.event_id for e in result.duplicates] == ["b"]
+    finally:
+        await reopened.close()
+
+
+async def test_wal_mode_lets_a_reader_see_committed_rows(tmp_path: Path) -> None:
+    writer = await DedupStore.open(tmp_path / "agg.db")
+    reader = await DedupStore.open(tmp_path / "agg.db")
+    try:
+        await writer.store_events([make_event("a")])
+        assert (await reader.stats()).unique_processed == 1
+    finally:
+        await writer.close()
+        await reader.close()
+    with sqlite3.connect(tmp_path / "agg.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_locked_database_fails_after_the_busy_timeout(tmp_path: Path) -> None:
+    store = await DedupStore.open(tmp_path / "agg.db", busy_timeout_ms=50)
+    blocker = sqlite3.connect(tmp_path / "agg.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.store_events([make_event("a")])
+        blocker.execute("ROLLBACK")
+        # Nothing half-written: the failed batch left no row and no count behind.
+        assert (await store.stats()).received == 0
+        result = await store.store_events([make_event("a")])
+        assert len(result.stored) == 1
+    finally:
+        blocker.close()
+        await store.close()
