@@ -233,17 +233,23 @@ class RabbitNode:
 
         # Leave a few seconds of the budget for the fallbacks.
         ctl_budget = max(1.0, min(timeout * 0.8, timeout - 5.0))
+        ctl_ok = False
         try:
             result = self._ctl(["shutdown"], timeout=ctl_budget)
-            if result.returncode != 0:
+            ctl_ok = result.returncode == 0
+            if not ctl_ok:
                 notes.append(
                     f"rabbitmqctl shutdown exited {result.returncode}: {result.stdout.strip()}"
                 )
         except subprocess.TimeoutExpired:
             notes.append(f"rabbitmqctl shutdown did not finish within {ctl_budget:.0f}s")
 
-        if not _wait_exit(proc, deadline - time.monotonic() - 3.0):
-            notes.append("sending SIGTERM")
+        # After a successful `shutdown` the VM is gone or about to be.  Otherwise fall back
+        # to SIGTERM, which the rabbitmq-server wrapper script turns into a clean VM stop.
+        remaining = deadline - time.monotonic()
+        grace = remaining - 3.0 if ctl_ok else min(2.0, remaining)
+        if not _wait_exit(proc, grace):
+            notes.append("sent SIGTERM")
             _signal(proc.pid, signal.SIGTERM)
             _wait_exit(proc, deadline - time.monotonic())
 
