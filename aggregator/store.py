@@ -8,6 +8,7 @@ duplicate_dropped`` holds after any crash.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -87,6 +88,9 @@ class DedupStore:
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
+        # One connection runs one transaction at a time; concurrent callers (API requests, or
+        # overlapping batches) take turns instead of nesting BEGINs.
+        self._transaction = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> DedupStore:
@@ -126,6 +130,15 @@ class DedupStore:
             else:
                 first[event.key] = event
 
+        async with self._transaction:
+            return await self._store_new(events, first, duplicates)
+
+    async def _store_new(
+        self,
+        events: Sequence[Event],
+        first: dict[tuple[str, str], Event],
+        duplicates: list[Event],
+    ) -> StoreResult:
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             # Under BEGIN IMMEDIATE this connection is the only writer, so the rows read here
@@ -187,25 +200,27 @@ class DedupStore:
         return existing
 
     async def add_dead_lettered(self, count: int) -> None:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._db.execute(_BUMP_COUNTER, (count, "dead_lettered"))
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._rollback()
-            raise
+        async with self._transaction:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                await self._db.execute(_BUMP_COUNTER, (count, "dead_lettered"))
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._rollback()
+                raise
 
     async def stats(self) -> Stats:
         # One read transaction: the counters and topic counts come from the same snapshot.
-        await self._db.execute("BEGIN")
-        try:
-            rows = await self._db.execute_fetchall("SELECT name, value FROM counters")
-            counters = {str(row[0]): int(row[1]) for row in rows}
-            topics = await self._db.execute_fetchall(
-                "SELECT topic, unique_count FROM topic_counts ORDER BY topic"
-            )
-        finally:
-            await self._db.execute("COMMIT")
+        async with self._transaction:
+            await self._db.execute("BEGIN")
+            try:
+                rows = await self._db.execute_fetchall("SELECT name, value FROM counters")
+                counters = {str(row[0]): int(row[1]) for row in rows}
+                topics = await self._db.execute_fetchall(
+                    "SELECT topic, unique_count FROM topic_counts ORDER BY topic"
+                )
+            finally:
+                await self._db.execute("COMMIT")
         return Stats(
             received=int(counters["received"]),
             unique_processed=int(counters["unique_processed"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +297,11 @@ async def test_poison_over_amqp_is_dead_lettered_and_the_rest_processed(settings
         # The worker keeps going after poison.
         assert (await client.post("/publish", json=event_body("after"))).status_code == 202
         await wait_for_stats(client, received=5)
+
+
+async def test_concurrent_reads_do_not_collide(settings: Settings) -> None:
+    async with api_client(settings) as client:
+        responses = await asyncio.gather(
+            *(client.get("/stats") for _ in range(20)), *(client.get("/events") for _ in range(20))
+        )
+        assert [r.status_code for r in responses] == [200] * 40

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,27 @@ async def test_a_locked_database_fails_after_the_busy_timeout(tmp_path: Path) ->
     finally:
         blocker.close()
         await store.close()
+
+
+async def test_two_writers_on_one_file_never_store_an_event_twice(tmp_path: Path) -> None:
+    first = await DedupStore.open(tmp_path / "agg.db")
+    second = await DedupStore.open(tmp_path / "agg.db")
+    try:
+        # Ten overlapping batches of 200 (ids 0..1099), written by two connections at once.
+        batches = [[make_event(str(i)) for i in range(s, s + 200)] for s in range(0, 1000, 100)]
+        writers = [first, second] * 5
+        results = await asyncio.gather(
+            *(w.store_events(b) for w, b in zip(writers, batches, strict=True))
+        )
+        stored = [e.event_id for r in results for e in r.stored]
+        assert len(stored) == len(set(stored)) == 1100
+        assert sum(len(r.duplicates) for r in results) == 900
+        stats = await first.stats()
+        assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (
+            2000,
+            1100,
+            900,
+        )
+    finally:
+        await first.close()
+        await second.close()
