@@ -79,6 +79,17 @@ class StoredEvent:
     processed_at: str
 
 
+async def _has_schema(connection: aiosqlite.Connection) -> bool:
+    rows = await connection.execute_fetchall(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+        " AND name IN ('events', 'counters', 'topic_counts')"
+    )
+    if next(iter(rows))[0] != 3:
+        return False
+    counters = await connection.execute_fetchall("SELECT count(*) FROM counters")
+    return bool(next(iter(counters))[0] == 4)
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -101,7 +112,10 @@ class DedupStore:
             await connection.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit is on disk before the worker acks, even across a power loss.
             await connection.execute("PRAGMA synchronous = FULL")
-            await connection.executescript(_SCHEMA)
+            # Only a new file needs the schema: opening an existing store takes no write lock,
+            # so the API or a second worker can open it while a writer holds the lock.
+            if not await _has_schema(connection):
+                await connection.executescript(_SCHEMA)
         except BaseException:
             await connection.close()
             raise

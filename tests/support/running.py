@@ -16,7 +16,7 @@ from worker.consumer import Consumer
 
 @asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Consumer]:
-    store = await DedupStore.open(settings.db_path)
+    store = await DedupStore.open(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     consumer = Consumer(settings, store)
     task = asyncio.create_task(consumer.run())
     try:
