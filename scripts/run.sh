@@ -19,6 +19,6 @@ trap 'stop; exit 0' INT TERM
 echo "aggregator: API on http://${AGG_HOST:-0.0.0.0}:${AGG_PORT:-8080} (docs at /docs), worker pid $worker; Ctrl-C stops both"
 wait -n "$worker" "$api"
 status=$?
-echo "aggregator: a process exited with status $status; stopping the other" >&2
+[ "$status" -ne 0 ] && echo "aggregator: a process exited with status $status; stopping the other" >&2
 stop
 exit "$status"
