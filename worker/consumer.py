@@ -69,11 +69,11 @@ class Consumer:
 
     async def run(self) -> None:
         settings = self._settings
-        self._connection = await connect(
-            settings,
-            client_name="aggregator-worker",
-            give_up_after_s=0.0 if self._drain else settings.connect_timeout_s,
-        )
+        connection = await self._connect_unless_stopped()
+        if connection is None:
+            log.info("worker closed before it reached the broker")
+            return
+        self._connection = connection
         try:
             self._channel = await self._connection.channel(
                 publisher_confirms=True, on_return_raises=True
@@ -102,6 +102,25 @@ class Consumer:
             with contextlib.suppress(*BROKER_ERRORS):
                 await self._connection.close()
             log.info("worker closed")
+
+    async def _connect_unless_stopped(self) -> AbstractRobustConnection | None:
+        """The first connection, or None when :meth:`stop` came while it was being retried."""
+        connecting = asyncio.ensure_future(
+            connect(
+                self._settings,
+                client_name="aggregator-worker",
+                give_up_after_s=0.0 if self._drain else self._settings.connect_timeout_s,
+            )
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.wait({connecting})
+        return None if connecting.cancelled() else connecting.result()
 
     async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
         self._buffer.append(message)
