@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+import uvloop
+
 from aggregator.amqp import BrokerUnreachable
 from aggregator.logs import configure_logging
 from aggregator.settings import Settings
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     configure_logging(settings.log_level)
     try:
-        asyncio.run(run(settings, drain=args.drain))
+        uvloop.run(run(settings, drain=args.drain))
     except BrokerUnreachable as exc:
         log.error("%s", exc)
         return 2

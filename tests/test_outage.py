@@ -1,0 +1,440 @@
+"""A broker outage with the API and the worker running as real processes on a private node.
+
+Each test starts its own throwaway RabbitMQ node (never the machine's shared one), stops it under
+the running processes and starts it again on the same data directory. The contract says: while
+the broker is away ``POST /publish`` answers 503 with ``Retry-After`` within 5 s and never hangs,
+``/readyz`` answers 503, and both processes keep running; after the broker's return ``/publish``
+answers 202 again within 30 s and the worker consumes again without a restart (aio-pika's "zero
+consumers after a broker restart" pitfall), so every event that got a 202 is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from aggregator.settings import Settings
+from tests.conftest import make_settings
+from tests.support.broker import event_body, queue_depth
+from tests.support.processes import Process, free_port, start_api, start_worker
+from tests.support.rabbit_node import RabbitNode
+from tests.support.waiting import eventually
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("auth.login", "billing.invoice", "app-log_7")
+
+# The contract: 503 within 5 s of the broker going away, never a hang. A single request that
+# takes longer than this fails the test (httpx raises), however the API spends the time.
+PROMPT_S = 5.0
+# The contract: /publish answers 202 again within 30 s of the broker's return.
+RECOVERY_S = 30.0
+# The contract: SIGTERM -> exit 0 within 10 s.
+STOP_DEADLINE_S = 10.0
+# Publishing a few hundred events and storing them; generous for a loaded CI machine.
+STORE_TIMEOUT_S = 60.0
+
+T = TypeVar("T")
+Key = tuple[str, str]
+Diagnostics = Callable[[], str]
+
+
+def make_events(count: int, prefix: str) -> list[dict[str, object]]:
+    """``count`` distinct events over :data:`TOPICS`; the prefix keeps phases apart."""
+    run = uuid.uuid4().hex[:8]
+    return [
+        event_body(f"{prefix}-{run}-{i}", TOPICS[i % len(TOPICS)], payload={"n": i})
+        for i in range(count)
+    ]
+
+
+def key_of(event: dict[str, object]) -> Key:
+    return (str(event["topic"]), str(event["event_id"]))
+
+
+@dataclass
+class Ledger:
+    """What the API answered for each event: 202 (the broker holds it) or 503 (retry)."""
+
+    accepted: set[Key] = field(default_factory=set)
+    refused: set[Key] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    retry_after: str | None
+    elapsed_s: float
+
+
+async def timed_request(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> tuple[httpx.Response, float]:
+    """The response and its duration; a request that takes more than PROMPT_S fails the test."""
+    started = time.monotonic()
+    try:
+        response = await client.request(method, url, timeout=PROMPT_S, **kwargs)
+    except httpx.TimeoutException:
+        raise AssertionError(
+            f"{method} {url} did not answer within {PROMPT_S:g}s (it must never hang)"
+        ) from None
+    elapsed = time.monotonic() - started
+    assert elapsed <= PROMPT_S, f"{method} {url} took {elapsed:.2f}s"
+    return response, elapsed
+
+
+async def publish(
+    client: httpx.AsyncClient, events: list[dict[str, object]], ledger: Ledger
+) -> Answer:
+    """POST the batch and record the outcome per event in ``ledger``; only 202 or 503 expected."""
+    response, elapsed = await timed_request(client, "POST", "/publish", json=events)
+    keys = {key_of(event) for event in events}
+    if response.status_code == 202:
+        assert response.json() == {"accepted": len(events)}, response.text
+        ledger.accepted |= keys
+    elif response.status_code == 503:
+        ledger.refused |= keys
+    else:
+        raise AssertionError(f"POST /publish answered {response.status_code}: {response.text}")
+    return Answer(response.status_code, response.headers.get("retry-after"), elapsed)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    sent: float
+    answered: float
+    answer: Answer
+
+
+async def keep_publishing(
+    client: httpx.AsyncClient, ledger: Ledger, attempts: list[Attempt], done: asyncio.Event
+) -> None:
+    """A steady producer through the outage: batches of 10 new events until ``done``."""
+    while not done.is_set():
+        sent = time.monotonic()
+        answer = await publish(client, make_events(10, "stream"), ledger)
+        attempts.append(Attempt(sent, time.monotonic(), answer))
+        if answer.status == 503:
+            # A client's back-off (Retry-After, scaled down), so a refusing API is not flooded;
+            # it paces the producer and waits on nothing.
+            await asyncio.sleep(0.05)
+
+
+async def current(value: T) -> T:
+    """A value already at hand, as an awaitable probe for :func:`eventually`."""
+    return value
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def publish_accepted(
+    client: httpx.AsyncClient, events: list[dict[str, object]], ledger: Ledger, chunk: int = 25
+) -> None:
+    """Publish in requests of ``chunk`` events; each must get a 202."""
+    for start in range(0, len(events), chunk):
+        answer = await publish(client, events[start : start + chunk], ledger)
+        assert answer.status == 202, f"expected 202 with the broker up, got {answer}"
+
+
+async def stats(client: httpx.AsyncClient) -> dict[str, Any]:
+    response, _ = await timed_request(client, "GET", "/stats")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def stored_keys(client: httpx.AsyncClient) -> list[Key]:
+    """Every stored event's identity, paging ``/events`` to its end (duplicates kept)."""
+    keys: list[Key] = []
+    params: dict[str, str | int] = {"limit": 1000}
+    while True:
+        response, _ = await timed_request(client, "GET", "/events", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        keys += [(event["topic"], event["event_id"]) for event in page["events"]]
+        if page["next"] is None:
+            return keys
+        params["after"] = page["next"]
+
+
+async def readyz_status(client: httpx.AsyncClient) -> int:
+    response, _ = await timed_request(client, "GET", "/readyz")
+    return response.status_code
+
+
+async def wait_stored(client: httpx.AsyncClient, expected: set[Key]) -> list[Key]:
+    """Poll ``/events`` until every expected identity is stored; the stored identities."""
+
+    def has_all(keys: list[Key]) -> bool:
+        return expected <= set(keys)
+
+    return await eventually(
+        lambda: stored_keys(client),
+        has_all,
+        timeout=STORE_TIMEOUT_S,
+        what=f"all {len(expected)} accepted events to be stored",
+    )
+
+
+async def assert_stored_exactly_once(
+    client: httpx.AsyncClient, ledger: Ledger, *, may_store_refused: bool
+) -> dict[str, Any]:
+    """Every 202'd event stored once, nothing unknown stored, counters consistent."""
+    keys = await wait_stored(client, ledger.accepted)
+    twice = sorted(key for key, n in Counter(keys).items() if n > 1)
+    assert not twice, f"stored more than once: {twice[:10]}"
+    # A 503 leaves the outcome unknown (the contract lets the client retry and the dedup absorb
+    # it), so a refused event may be stored; anything else must not be.
+    allowed = ledger.accepted | ledger.refused if may_store_refused else ledger.accepted
+    unknown = set(keys) - allowed
+    assert not unknown, f"{len(unknown)} events stored that were never published: {unknown}"
+    # The counters commit with the rows, so once the rows are there the counters are too.
+    counters = await stats(client)
+    assert counters["unique_processed"] == len(keys), counters
+    assert counters["received"] == counters["unique_processed"] + counters["duplicate_dropped"], (
+        counters
+    )
+    assert counters["dead_lettered"] == 0, counters
+    return counters
+
+
+def log_tails(node: RabbitNode, *processes: Process) -> str:
+    parts = [
+        f"--- python -m {p.module} (pid {p.pid}) ---\n{p.log_text()[-3000:]}" for p in processes
+    ]
+    with contextlib.suppress(OSError):
+        parts.append(f"--- {node.node_log} ---\n{node.node_log.read_text()[-2000:]}")
+    return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def logs_on_failure(diagnostics: Diagnostics) -> Iterator[None]:
+    """Attach the processes' and the node's logs to any assertion that fails in the block."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n\n{diagnostics()}") from exc
+
+
+def assert_alive(*processes: Process) -> None:
+    for process in processes:
+        assert process.popen.poll() is None, (
+            f"python -m {process.module} exited with {process.popen.returncode}"
+        )
+
+
+def outage_settings(node: RabbitNode, tmp_path: Path) -> Settings:
+    return make_settings(
+        node.url, tmp_path, host="127.0.0.1", port=free_port(), reconnect_interval_s=0.5
+    )
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node under the test's own directory, stopped and reaped at the end."""
+    rabbit = RabbitNode(tmp_path / "rabbit")
+    try:
+        rabbit.start()
+        yield rabbit
+    finally:
+        rabbit.close()
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+async def test_api_and_worker_ride_out_a_broker_restart(node: RabbitNode, tmp_path: Path) -> None:
+    """Stop the broker under a steady stream of publishes, start it again, lose nothing."""
+    settings = outage_settings(node, tmp_path)
+    ledger = Ledger()
+    async with contextlib.AsyncExitStack() as stack:
+        worker = stack.enter_context(start_worker(settings, tmp_path / "worker.log"))
+        api = start_api(settings, tmp_path / "api.log")
+        stack.callback(api.close)
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=api.base_url))
+        stack.enter_context(logs_on_failure(lambda: log_tails(node, api, worker)))
+        worker_pid = worker.pid
+
+        # 1. Broker up: events go through the API and the worker stores them.
+        await eventually(
+            lambda: readyz_status(client), lambda s: s == 200, what="/readyz to answer 200"
+        )
+        await publish_accepted(client, make_events(60, "before"), ledger)
+        await wait_stored(client, ledger.accepted)
+        # A producer that keeps going through the outage, so publishes are in flight (awaiting
+        # confirms) and deliveries unacked in the worker when the broker goes away.
+        attempts: list[Attempt] = []
+        done = asyncio.Event()
+        streaming = asyncio.create_task(keep_publishing(client, ledger, attempts, done))
+        stack.push_async_callback(cancel, streaming)
+        await eventually(
+            lambda: current(len(attempts)),
+            lambda n: n >= 3,
+            what="the steady producer to get going",
+        )
+
+        # 2. Broker gone: /publish says 503 + Retry-After within 5 s, each request promptly.
+        stop_called = time.monotonic()
+        await asyncio.to_thread(node.stop)
+        stopped = time.monotonic()
+        during: list[Answer] = []
+
+        async def publish_during_outage(size: int = 1) -> Answer:
+            answer = await publish(client, make_events(size, "down"), ledger)
+            during.append(answer)
+            return answer
+
+        # poll /publish (a new event per try) until it refuses, with a deadline
+        first_503 = await eventually(
+            publish_during_outage,
+            lambda a: a.status == 503,
+            timeout=PROMPT_S,
+            what="POST /publish to answer 503 after the broker stopped",
+        )
+        to_503_s = time.monotonic() - stopped
+        assert to_503_s <= PROMPT_S, f"503 came {to_503_s:.2f}s after the broker stopped"
+        assert first_503.retry_after is not None and int(first_503.retry_after) > 0, first_503
+        # poll /readyz until it says not ready, with a deadline
+        await eventually(
+            lambda: readyz_status(client),
+            lambda s: s == 503,
+            timeout=PROMPT_S,
+            what="/readyz to answer 503 after the broker stopped",
+        )
+        to_readyz_503_s = time.monotonic() - stopped
+
+        # 3. While it is down, every try is refused (a 202 would be a lie), each one promptly.
+        for size in (1, 2, 5, 10, 1, 3):
+            await publish_during_outage(size)
+        assert [a for a in during if a.status != 503] == [], during
+        assert all(a.retry_after is not None for a in during), during
+        assert max(a.elapsed_s for a in during) <= PROMPT_S, during
+        # poll until the steady producer, too, has been refused a few times since the stop
+        await eventually(
+            lambda: current([a.answer for a in attempts if a.sent >= stopped]),
+            lambda answers: sum(a.status == 503 for a in answers) >= 5,
+            timeout=PROMPT_S,
+            what="the steady producer to be refused while the broker is down",
+        )
+        assert not ledger.accepted & ledger.refused
+        assert_alive(api, worker)
+
+        # 4. Broker back on the same data dir: /publish answers 202 within 30 s, /readyz 200.
+        start_called = time.monotonic()
+        await asyncio.to_thread(node.start)
+        started = time.monotonic()
+        # poll /publish (a new event per try) until the broker takes it again, with a deadline
+        await eventually(
+            lambda: publish(client, make_events(1, "recovering"), ledger),
+            lambda a: a.status == 202,
+            timeout=RECOVERY_S,
+            what="POST /publish to answer 202 after the broker came back",
+        )
+        to_202_s = time.monotonic() - started
+        assert to_202_s <= RECOVERY_S, f"202 came {to_202_s:.2f}s after the broker returned"
+        assert await readyz_status(client) == 200
+        await publish_accepted(client, make_events(60, "after"), ledger)
+        # poll until the steady producer has been taken again too, then stop it
+        await eventually(
+            lambda: current([a for a in attempts if a.sent > started]),
+            lambda after: any(a.answer.status == 202 for a in after),
+            timeout=RECOVERY_S,
+            what="the steady producer to get a 202 after the broker came back",
+        )
+        done.set()
+        await streaming
+        down = [a.answer for a in attempts if a.sent >= stopped and a.answered <= start_called]
+        assert down, "the steady producer made no request while the broker was down"
+        assert [a for a in down if a.status != 503] == [], down
+
+        # 5. The same worker process consumes again: every 202'd event stored exactly once.
+        final = await assert_stored_exactly_once(client, ledger, may_store_refused=True)
+        assert_alive(api, worker)
+        assert worker.pid == worker_pid
+        # Having ridden out the outage, both still stop cleanly on SIGTERM (exit 0 within 10 s).
+        for process in (api, worker):
+            process.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(process.wait, STOP_DEADLINE_S)
+            assert code == 0, f"python -m {process.module} exited {code} on SIGTERM"
+        log.info(
+            "outage timings: stop() took %.2fs; /publish 503 %.2fs and /readyz 503 %.2fs after "
+            "it returned (slowest outage request %.2fs); /publish 202 %.2fs after start() "
+            "returned; steady producer: %d requests (slowest %.2fs), %d while down; "
+            "%d events accepted, %d refused (%d of those stored anyway); stats %s",
+            stopped - stop_called,
+            to_503_s,
+            to_readyz_503_s,
+            max(a.elapsed_s for a in during),
+            to_202_s,
+            len(attempts),
+            max(a.answer.elapsed_s for a in attempts),
+            len(down),
+            len(ledger.accepted),
+            len(ledger.refused),
+            final["unique_processed"] - len(ledger.accepted),
+            final,
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+async def test_events_confirmed_with_no_worker_survive_a_broker_restart(
+    node: RabbitNode, tmp_path: Path
+) -> None:
+    """The API alone declares the durable quorum queue; what it confirmed outlives a restart."""
+    settings = outage_settings(node, tmp_path)
+    ledger = Ledger()
+    events = make_events(120, "held")
+    async with contextlib.AsyncExitStack() as stack:
+        api = start_api(settings, tmp_path / "api.log")
+        stack.callback(api.close)
+        client = await stack.enter_async_context(httpx.AsyncClient(base_url=api.base_url))
+        processes: list[Process] = [api]
+        stack.enter_context(logs_on_failure(lambda: log_tails(node, *processes)))
+
+        await eventually(
+            lambda: readyz_status(client), lambda s: s == 200, what="/readyz to answer 200"
+        )
+        await publish_accepted(client, events, ledger)
+        assert ledger.accepted == {key_of(event) for event in events}
+
+        async def depth() -> int:
+            return await queue_depth(settings, settings.queue)
+
+        # poll the queue depth until every confirmed event shows as ready, with a deadline
+        await eventually(depth, lambda n: n == len(events), what="every event in the queue")
+
+        await asyncio.to_thread(node.stop)
+        await asyncio.to_thread(node.start)
+        # The quorum queue and its persistent messages came back with the node's data dir.
+        await eventually(depth, lambda n: n == len(events), what="every event held over")
+
+        worker = stack.enter_context(start_worker(settings, tmp_path / "worker.log"))
+        processes.append(worker)
+        final = await assert_stored_exactly_once(client, ledger, may_store_refused=False)
+        assert final["received"] == len(events), final
+        assert final["duplicate_dropped"] == 0, final
+        # poll the queue until the worker's acks have emptied it, with a deadline
+        await eventually(depth, lambda n: n == 0, what="the queue to be empty once all is stored")
+        # The API reconnected by itself too.
+        await eventually(
+            lambda: readyz_status(client), lambda s: s == 200, what="/readyz 200 after restart"
+        )
+        assert_alive(api, worker)
