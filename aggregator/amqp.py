@@ -71,12 +71,20 @@ async def connect(
 
 
 def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> None:
+    """One line when the connection is lost and one when it is back, not one per attempt."""
+    lost = False
+
     def on_close(_: Any, exc: BaseException | None = None) -> None:
+        nonlocal lost
         # A close we asked for arrives as None or CancelledError; anything else is a loss.
-        if exc is not None and not isinstance(exc, asyncio.CancelledError):
-            log.warning("%s lost its broker connection: %r; reconnecting", client_name, exc)
+        if exc is None or isinstance(exc, asyncio.CancelledError) or lost:
+            return
+        lost = True
+        log.warning("%s lost its broker connection: %r; reconnecting", client_name, exc)
 
     def on_reconnect(_: Any) -> None:
+        nonlocal lost
+        lost = False
         log.info("%s reconnected to the broker", client_name)
 
     connection.close_callbacks.add(on_close)

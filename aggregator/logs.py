@@ -10,6 +10,6 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # aio-pika logs every reconnect attempt at WARNING already; ours say it once, with context.
-    logging.getLogger("aio_pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # aio-pika logs a line per reconnect attempt; ours say it once per loss, with context.
+    logging.getLogger("aio_pika").setLevel(max(logging.ERROR, logging.getLogger().level))
     logging.getLogger("aiormq").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -12,22 +12,27 @@ Acknowledgement policy, in one place:
   dead-letters a message that keeps failing. Poison is never requeued.
 * A delivery from a channel that has since closed cannot be settled; the broker redelivers it
   and the dedup row absorbs the repeat.
+
+Deliveries are taken straight from the aiormq channel underneath aio-pika's robust channel:
+no ``IncomingMessage`` object and no second task per delivery, which is most of aio-pika's
+per-message cost. The robust connection and channel still reconnect, reopen, restore the QoS
+and the declared topology; re-registering this consumer after a reopen, or after the broker
+cancelled it, is done here (``_resume``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
-import aio_pika
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractIncomingMessage,
-    AbstractRobustConnection,
-)
-from aiormq.abc import AbstractChannel as UnderlyingChannel
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq import spec
+from aiormq.abc import DeliveredMessage
 
 from aggregator.amqp import BROKER_ERRORS, connect
 from aggregator.settings import Settings
@@ -47,16 +52,19 @@ class Consumer:
         self._settings = settings
         self._processor = BatchProcessor(store, attempts=settings.store_attempts)
         self._drain = drain
-        self._buffer: list[AbstractIncomingMessage] = []
+        self._buffer: list[DeliveredMessage] = []
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = asyncio.Event()
         self._deliveries = 0
         self._handling = False
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._channel: AbstractRobustChannel | None = None
         self._topology: Topology | None = None
+        # The channel this consumer is registered on, and its tag there.
+        self._consuming_on: aiormq.Channel | None = None
         self._consumer_tag: str | None = None
+        self._resuming: asyncio.Task[None] | None = None
         # Set once the consumer is registered with the broker (tests and drain wait on it).
         self.consuming = asyncio.Event()
 
@@ -80,7 +88,8 @@ class Consumer:
             )
             await self._channel.set_qos(prefetch_count=settings.prefetch)
             self._topology = await declare_topology(self._channel, settings)
-            self._consumer_tag = await self._topology.queue.consume(self._on_delivery)
+            await self._start_consuming()
+            self._channel.reopen_callbacks.add(self._on_reopen)
             self.consuming.set()
             log.info(
                 "consuming queue=%s exchange=%s prefetch=%d batch=%d%s",
@@ -94,10 +103,11 @@ class Consumer:
             try:
                 await self._batch_loop()
             finally:
-                if watcher is not None:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+                for task in (watcher, self._resuming):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
         finally:
             with contextlib.suppress(*BROKER_ERRORS):
                 await self._connection.close()
@@ -122,7 +132,45 @@ class Consumer:
                 await asyncio.wait({connecting})
         return None if connecting.cancelled() else connecting.result()
 
-    async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
+    async def _start_consuming(self) -> None:
+        assert self._channel is not None
+        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        consume_ok = await channel.basic_consume(self._settings.queue, self._on_delivery)
+        channel.on_consumer_cancel_callbacks.add(self._on_consumer_cancel)
+        self._consuming_on, self._consumer_tag = channel, consume_ok.consumer_tag
+
+    def _on_reopen(self, _: Any) -> None:
+        self._schedule_resume("the channel reopened")
+
+    def _on_consumer_cancel(self, frame: spec.Basic.Cancel) -> None:
+        if frame.consumer_tag == self._consumer_tag:
+            log.warning("the broker cancelled the consumer on queue=%s", self._settings.queue)
+            self._schedule_resume("the broker cancelled the consumer")
+
+    def _schedule_resume(self, reason: str) -> None:
+        if self._stopping.is_set() or (self._resuming is not None and not self._resuming.done()):
+            return
+        self._resuming = asyncio.create_task(self._resume(reason))
+
+    async def _resume(self, reason: str) -> None:
+        """Declare the topology again (idempotent) and consume again, until it works or we stop."""
+        assert self._channel is not None
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._topology = await declare_topology(self._channel, self._settings)
+                await self._start_consuming()
+            except BROKER_ERRORS as exc:
+                log.warning(
+                    "cannot consume again yet (%s): %r; retrying in %.1fs", reason, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            log.info("consuming queue=%s again after %s", self._settings.queue, reason)
+            return
+
+    async def _on_delivery(self, message: DeliveredMessage) -> None:
         self._buffer.append(message)
         self._deliveries += 1
         self._arrived.set()
@@ -156,15 +204,16 @@ class Consumer:
                 self._handling = False
 
     async def _cancel_consumer(self) -> None:
-        if self._consumer_tag is None or self._topology is None:
+        channel, tag = self._consuming_on, self._consumer_tag
+        self._consuming_on = self._consumer_tag = None
+        if channel is None or tag is None or channel.is_closed:
             return
-        tag, self._consumer_tag = self._consumer_tag, None
         try:
-            await self._topology.queue.cancel(tag)
+            await channel.basic_cancel(tag)
         except BROKER_ERRORS as exc:
             log.warning("could not cancel the consumer cleanly: %r", exc)
 
-    async def _handle(self, batch: Sequence[AbstractIncomingMessage]) -> None:
+    async def _handle(self, batch: Sequence[DeliveredMessage]) -> None:
         try:
             outcome = await self._processor.process([message.body for message in batch])
         except StoreUnavailable as exc:
@@ -177,8 +226,8 @@ class Consumer:
         await self._settle([m for m in batch if m not in failed], requeue=False, whole_batch=True)
 
     async def _dead_letter(
-        self, batch: Sequence[AbstractIncomingMessage], outcome: BatchOutcome
-    ) -> list[AbstractIncomingMessage]:
+        self, batch: Sequence[DeliveredMessage], outcome: BatchOutcome
+    ) -> list[DeliveredMessage]:
         """Copy each poison delivery to the dead-letter exchange; return the ones not done."""
         if not outcome.poison:
             return []
@@ -188,14 +237,14 @@ class Consumer:
             *(self._publish_dead_letter(message, reason) for message, reason in poisoned),
             return_exceptions=True,
         )
-        confirmed: list[tuple[AbstractIncomingMessage, str]] = []
-        failed: list[AbstractIncomingMessage] = []
+        confirmed: list[tuple[DeliveredMessage, str]] = []
+        failed: list[DeliveredMessage] = []
         for (message, reason), result in zip(poisoned, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning(
                     "dead-letter publish failed: topic=%s message_id=%s: %r; requeueing it",
                     message.routing_key,
-                    message.message_id,
+                    message.header.properties.message_id,
                     result,
                 )
                 failed.append(message)
@@ -213,33 +262,34 @@ class Consumer:
                 log.warning(
                     "dead-lettered: topic=%s message_id=%s reason=%s",
                     message.routing_key,
-                    message.message_id,
+                    message.header.properties.message_id,
                     reason,
                 )
         return failed
 
-    async def _publish_dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
-        assert self._topology is not None
-        await self._topology.dead_letter_exchange.publish(
-            aio_pika.Message(
-                message.body,
-                headers={
-                    **(message.headers or {}),
-                    ERROR_HEADER: reason[:1000],
-                    "x-original-exchange": message.exchange or "",
-                    "x-original-routing-key": message.routing_key or "",
-                },
-                content_type=message.content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message.message_id,
-            ),
+    async def _publish_dead_letter(self, message: DeliveredMessage, reason: str) -> None:
+        """The body unchanged, its properties kept, the reason added as a header; confirmed."""
+        assert self._channel is not None
+        properties = copy.copy(message.header.properties)
+        properties.headers = {
+            **(properties.headers or {}),
+            ERROR_HEADER: reason[:1000],
+            "x-original-exchange": message.exchange or "",
+            "x-original-routing-key": message.routing_key or "",
+        }
+        properties.delivery_mode = 2  # persistent
+        channel = await self._channel.get_underlay_channel()
+        await channel.basic_publish(
+            message.body,
+            exchange=self._settings.dead_letter_exchange,
             routing_key=message.routing_key or "",
+            properties=properties,
             mandatory=True,
             timeout=self._settings.confirm_timeout_s,
         )
 
     async def _settle(
-        self, messages: Sequence[AbstractIncomingMessage], *, requeue: bool, whole_batch: bool
+        self, messages: Sequence[DeliveredMessage], *, requeue: bool, whole_batch: bool
     ) -> None:
         """Ack, or reject with requeue. ``whole_batch``: the messages are every unsettled
         delivery up to their last tag on each channel, so one frame per channel settles them."""
@@ -250,14 +300,15 @@ class Consumer:
                     len(group),
                 )
                 continue
+            last_tag = _tag(group[-1])
             try:
                 if whole_batch and requeue:
-                    await group[-1].nack(multiple=True, requeue=True)
+                    await channel.basic_nack(last_tag, multiple=True, requeue=True)
                 elif whole_batch:
-                    await group[-1].ack(multiple=True)
+                    await channel.basic_ack(last_tag, multiple=True)
                 else:
                     for message in group:
-                        await message.reject(requeue=requeue)
+                        await channel.basic_reject(_tag(message), requeue=requeue)
             except BROKER_ERRORS as exc:
                 log.warning(
                     "could not settle %d deliveries: %r; the broker redelivers them",
@@ -291,21 +342,20 @@ class Consumer:
                 return
 
 
-def _underlying_channel(message: AbstractIncomingMessage) -> UnderlyingChannel | None:
-    try:
-        return message.channel
-    except aio_pika.exceptions.ChannelInvalidStateError:
-        return None
+def _tag(message: DeliveredMessage) -> int:
+    tag = message.delivery_tag
+    assert tag is not None, "a consumed delivery always has a tag"
+    return tag
 
 
 def _by_channel(
-    messages: Sequence[AbstractIncomingMessage],
-) -> Iterator[tuple[UnderlyingChannel | None, list[AbstractIncomingMessage]]]:
-    """Consecutive runs of deliveries that came on the same channel, in delivery order."""
-    run: list[AbstractIncomingMessage] = []
-    current: UnderlyingChannel | None = None
+    messages: Sequence[DeliveredMessage],
+) -> Iterator[tuple[aiormq.abc.AbstractChannel | None, list[DeliveredMessage]]]:
+    """Consecutive runs of deliveries by the channel they came on (None: it has closed)."""
+    run: list[DeliveredMessage] = []
+    current: aiormq.abc.AbstractChannel | None = None
     for message in messages:
-        channel = _underlying_channel(message)
+        channel = None if message.channel.is_closed else message.channel
         if run and channel is not current:
             yield current, run
             run = []
