@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     reconnect_interval_s: float = Field(default=1.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
+    # The worker's own Prometheus endpoint (the API serves /metrics on its HTTP port); 0: off.
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    # How often queue depth and consumer count are read from the broker for the gauges.
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+
     log_level: str = "INFO"
 
     @property

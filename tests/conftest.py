@@ -32,6 +32,8 @@ def make_settings(amqp_url: str, tmp_path: Path, **overrides: object) -> Setting
         "batch_ms": 5.0,
         "reconnect_interval_s": 0.5,
         "connect_timeout_s": 10.0,
+        # Worker subprocesses would all bind the same metrics port; tests that read it set one.
+        "metrics_port": 0,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -8,10 +8,12 @@ import logging
 import signal
 import sys
 
+import prometheus_client
 import uvloop
 
 from aggregator.amqp import BrokerUnreachable
 from aggregator.logs import configure_logging
+from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from worker.consumer import Consumer
@@ -19,10 +21,26 @@ from worker.consumer import Consumer
 log = logging.getLogger("worker")
 
 
+class MetricsPortUnavailable(OSError):
+    """The worker's metrics port is taken or not allowed."""
+
+
 async def run(settings: Settings, *, drain: bool) -> None:
     store = await DedupStore.open(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     try:
-        consumer = Consumer(settings, store, drain=drain)
+        metrics = WorkerMetrics()
+        if settings.metrics_port and not drain:
+            try:
+                prometheus_client.start_http_server(
+                    settings.metrics_port, addr=settings.host, registry=metrics.registry
+                )
+            except OSError as exc:
+                raise MetricsPortUnavailable(
+                    f"cannot serve metrics on {settings.host}:{settings.metrics_port}: {exc}; "
+                    "set AGG_METRICS_PORT to a free port, or 0 to turn it off"
+                ) from exc
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+        consumer = Consumer(settings, store, drain=drain, metrics=metrics)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, consumer.stop)
@@ -43,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         uvloop.run(run(settings, drain=args.drain))
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, MetricsPortUnavailable) as exc:
         log.error("%s", exc)
         return 2
     return 0

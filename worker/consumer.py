@@ -35,6 +35,7 @@ from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from aggregator.amqp import BROKER_ERRORS, connect
+from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from aggregator.topology import ERROR_HEADER, Topology, declare_topology
@@ -48,9 +49,19 @@ DRAIN_POLL_S = 0.2
 class Consumer:
     """Consumes ``AGG_QUEUE`` until :meth:`stop` (or, in drain mode, until the queue is empty)."""
 
-    def __init__(self, settings: Settings, store: DedupStore, *, drain: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: DedupStore,
+        *,
+        drain: bool = False,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self._settings = settings
-        self._processor = BatchProcessor(store, attempts=settings.store_attempts)
+        self.metrics = metrics or WorkerMetrics()
+        self._processor = BatchProcessor(
+            store, attempts=settings.store_attempts, metrics=self.metrics
+        )
         self._drain = drain
         self._buffer: list[DeliveredMessage] = []
         self._arrived = asyncio.Event()
@@ -100,10 +111,13 @@ class Consumer:
                 " (drain mode)" if self._drain else "",
             )
             watcher = asyncio.create_task(self._watch_drain()) if self._drain else None
+            gauges = asyncio.create_task(
+                self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
+            )
             try:
                 await self._batch_loop()
             finally:
-                for task in (watcher, self._resuming):
+                for task in (watcher, gauges, self._resuming):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -214,14 +228,17 @@ class Consumer:
             log.warning("could not cancel the consumer cleanly: %r", exc)
 
     async def _handle(self, batch: Sequence[DeliveredMessage]) -> None:
+        self.metrics.consumed.inc(len(batch))
         try:
             outcome = await self._processor.process([message.body for message in batch])
         except StoreUnavailable as exc:
             log.error("requeueing %d deliveries: %s", len(batch), exc)
+            self.metrics.requeued.inc(len(batch))
             await self._settle(batch, requeue=True, whole_batch=True)
             return
         failed = await self._dead_letter(batch, outcome)
         if failed:
+            self.metrics.requeued.inc(len(failed))
             await self._settle(failed, requeue=True, whole_batch=False)
         await self._settle([m for m in batch if m not in failed], requeue=False, whole_batch=True)
 
@@ -258,6 +275,7 @@ class Consumer:
                 # again, which the contract allows (dead_lettered is at least the poison count).
                 log.error("could not count %d dead-lettered: %s", len(confirmed), exc)
                 return [message for message, _ in poisoned]
+            self.metrics.dead_lettered.inc(len(confirmed))
             for message, reason in confirmed:
                 log.warning(
                     "dead-lettered: topic=%s message_id=%s reason=%s",

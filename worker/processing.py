@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aggregator.events import Event, decode_wire
+from aggregator.metrics import WorkerMetrics
 from aggregator.store import DedupStore
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,18 @@ class BatchOutcome:
 
 
 class BatchProcessor:
-    def __init__(self, store: DedupStore, *, attempts: int, first_backoff_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        store: DedupStore,
+        *,
+        attempts: int,
+        first_backoff_s: float = 0.1,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self._store = store
         self._attempts = attempts
         self._first_backoff_s = first_backoff_s
+        self._metrics = metrics or WorkerMetrics()
 
     async def process(self, bodies: Sequence[bytes]) -> BatchOutcome:
         """Store every valid event of the batch in one transaction; report poison by index."""
@@ -60,8 +69,11 @@ class BatchProcessor:
             except ValueError as exc:
                 outcome.poison.append(Poison(index, str(exc)))
         if events:
-            result = await self.retrying(lambda: self._store.store_events(events))
+            with self._metrics.commit_seconds.time():
+                result = await self.retrying(lambda: self._store.store_events(events))
             outcome.stored, outcome.duplicates = result.stored, result.duplicates
+            self._metrics.stored.inc(len(result.stored))
+            self._metrics.duplicates.inc(len(result.duplicates))
             for event in result.duplicates:
                 log.info("duplicate dropped: topic=%s event_id=%s", event.topic, event.event_id)
         return outcome
@@ -80,6 +92,7 @@ class BatchProcessor:
                     raise StoreUnavailable(
                         f"store failed {attempt} time(s), last: {exc!r}"
                     ) from exc
+                self._metrics.transient_retries.inc()
                 log.warning(
                     "store failed (attempt %d of %d): %r; retrying in %.2fs",
                     attempt,

@@ -1,0 +1,134 @@
+"""Prometheus metrics: one registry per process, created in its entry point and passed in.
+
+The API serves its registry on ``GET /metrics``; the worker serves its own on
+``AGG_METRICS_PORT`` (it is a separate process). Queue depth and consumer count come from the
+broker (a passive declare) on a timer, never per scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aio_pika
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from aggregator.amqp import BROKER_ERRORS
+from aggregator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Seconds: a confirm or a commit of a batch takes from a millisecond to the confirm timeout.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class QueueGauges:
+    """``agg_queue_messages`` and ``agg_queue_consumers`` for the main and dead-letter queues."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Gauge(
+            "agg_queue_messages",
+            "Messages ready in the queue, read from the broker",
+            ["queue"],
+            registry=registry,
+        )
+        self.consumers = Gauge(
+            "agg_queue_consumers",
+            "Consumers on the queue, read from the broker",
+            ["queue"],
+            registry=registry,
+        )
+
+    async def refresh_forever(self, settings: Settings, interval_s: float) -> None:
+        """Read both queues every ``interval_s`` on a connection of its own; never raises."""
+        while True:
+            try:
+                connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+            except BROKER_ERRORS as exc:
+                log.debug("queue gauges: broker not reachable: %r", exc)
+                await asyncio.sleep(interval_s)
+                continue
+            try:
+                async with connection:
+                    while True:
+                        await self.refresh(connection, settings)
+                        await asyncio.sleep(interval_s)
+            except BROKER_ERRORS as exc:
+                log.debug("queue gauges: lost the broker: %r", exc)
+                await asyncio.sleep(interval_s)
+
+    async def refresh(
+        self, connection: aio_pika.abc.AbstractConnection, settings: Settings
+    ) -> None:
+        for name in (settings.queue, settings.dead_letter_queue):
+            # A channel per read: a passive declare of a missing queue closes its channel.
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                continue
+            finally:
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await channel.close()
+            result = declared.declaration_result
+            self.messages.labels(name).set(result.message_count or 0)
+            self.consumers.labels(name).set(result.consumer_count or 0)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.published = Counter(
+            "agg_api_events_published",
+            "Events the API sent to the broker",
+            registry=self.registry,
+        )
+        self.confirmed = Counter(
+            "agg_api_events_confirmed",
+            "Events the broker confirmed (answered 202)",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "agg_api_events_rejected",
+            "Events or requests refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.confirm_seconds = Histogram(
+            "agg_api_publish_confirm_seconds",
+            "Time from a batch's first publish to the broker confirming all of it",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queues = QueueGauges(self.registry)
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, registry=self.registry)
+
+        self.consumed = counter("agg_worker_events_consumed", "Deliveries taken from the queue")
+        self.stored = counter("agg_worker_events_stored", "Events stored for the first time")
+        self.duplicates = counter(
+            "agg_worker_duplicates_dropped", "Deliveries whose (topic, event_id) was stored"
+        )
+        self.dead_lettered = counter(
+            "agg_worker_dead_lettered", "Poison messages copied to the dead-letter queue"
+        )
+        self.transient_retries = counter(
+            "agg_worker_transient_retries", "Store attempts retried after a transient failure"
+        )
+        self.requeued = counter(
+            "agg_worker_requeued", "Deliveries rejected with requeue after the retries"
+        )
+        self.commit_seconds = Histogram(
+            "agg_worker_store_commit_seconds",
+            "Time to store one batch (one SQLite transaction)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queues = QueueGauges(self.registry)

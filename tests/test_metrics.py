@@ -1,0 +1,127 @@
+"""Each Prometheus counter moves when its event happens; gauges come from the broker."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from aggregator.metrics import WorkerMetrics
+from aggregator.settings import Settings
+from aggregator.store import DedupStore
+from tests.conftest import make_settings
+from tests.support.broker import delete_topology, event_body, publish_raw
+from tests.support.processes import free_port, start_worker
+from tests.support.running import running_worker
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.broker
+
+
+def value(metrics: WorkerMetrics, name: str, **labels: str) -> float:
+    sample = metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if sample is None else sample
+
+
+async def test_worker_counters_follow_stored_duplicate_and_poison(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(amqp_url, tmp_path, metrics_interval_s=0.1)
+    try:
+        async with running_worker(settings) as consumer:
+            metrics = consumer.metrics
+            assert value(metrics, "agg_worker_events_consumed_total") == 0
+            await publish_raw(
+                settings,
+                [
+                    ("app.log", orjson.dumps(event_body("a"))),
+                    ("app.log", orjson.dumps(event_body("b"))),
+                    ("app.log", orjson.dumps(event_body("a"))),
+                    ("app.log", b"poison"),
+                ],
+            )
+
+            async def consumed() -> float:
+                return value(metrics, "agg_worker_events_consumed_total")
+
+            await eventually(consumed, lambda v: v >= 4, what="4 deliveries consumed")
+            await eventually(
+                lambda: _dead(metrics), lambda v: v >= 1, what="the poison dead-lettered"
+            )
+            assert value(metrics, "agg_worker_events_stored_total") == 2
+            assert value(metrics, "agg_worker_duplicates_dropped_total") == 1
+            assert value(metrics, "agg_worker_dead_lettered_total") == 1
+            assert value(metrics, "agg_worker_store_commit_seconds_count") >= 1
+            assert value(metrics, "agg_worker_transient_retries_total") == 0
+
+            # The gauges are read from the broker on a timer: our consumer is on the queue.
+            async def consumers() -> float:
+                return value(metrics, "agg_queue_consumers", queue=settings.queue)
+
+            await eventually(consumers, lambda v: v == 1, what="the consumer gauge")
+            dead = await eventually(
+                lambda: _gauge(metrics, settings.dead_letter_queue),
+                lambda v: v == 1,
+                what="the dead-letter queue depth gauge",
+            )
+            assert dead == 1
+    finally:
+        await delete_topology(settings)
+
+
+async def _dead(metrics: WorkerMetrics) -> float:
+    return value(metrics, "agg_worker_dead_lettered_total")
+
+
+async def _gauge(metrics: WorkerMetrics, queue: str) -> float:
+    return value(metrics, "agg_queue_messages", queue=queue)
+
+
+async def test_transient_failures_count_retries_and_requeues(amqp_url: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        amqp_url, tmp_path, store_attempts=2, sqlite_busy_timeout_ms=20, delivery_limit=1
+    )
+    store = await DedupStore.open(settings.db_path)
+    await store.close()
+    blocker = sqlite3.connect(settings.db_path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        async with running_worker(settings) as consumer:
+            await publish_raw(settings, [("app.log", orjson.dumps(event_body("x")))])
+
+            async def requeued() -> float:
+                return value(consumer.metrics, "agg_worker_requeued_total")
+
+            await eventually(requeued, lambda v: v >= 1, what="a requeue")
+            assert value(consumer.metrics, "agg_worker_transient_retries_total") >= 1
+            assert value(consumer.metrics, "agg_worker_events_stored_total") == 0
+            blocker.execute("ROLLBACK")
+    finally:
+        blocker.close()
+        await delete_topology(settings)
+
+
+@pytest.mark.slow
+async def test_the_worker_serves_its_metrics_port(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    worker_settings = settings.model_copy(update={"metrics_port": port, "host": "127.0.0.1"})
+    with start_worker(worker_settings, tmp_path / "worker.log") as worker:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def scrape() -> str:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                except httpx.TransportError:
+                    return ""  # not listening yet: poll again
+
+            await publish_raw(settings, [("app.log", orjson.dumps(event_body("m")))])
+            text = await eventually(
+                scrape,
+                lambda t: "agg_worker_events_stored_total 1.0" in t,
+                what="the stored counter on the worker's metrics port",
+            )
+            assert "agg_worker_store_commit_seconds_bucket" in text
+        assert worker.popen.poll() is None, worker.log_text()
