@@ -38,5 +38,9 @@ pytest: install test-broker
 
 test: lint typecheck pytest
 
+# Raw limits and product figures, same run, same broker; writes bench/results/ and README.md.
+bench: install broker
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
