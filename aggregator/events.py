@@ -79,8 +79,23 @@ class Event(BaseModel):
     )
 
     topic: Topic = Field(description="AMQP routing key: letters, digits and ._- only")
-    event_id: EventId = Field(description="1-255 bytes of UTF-8, unique within its topic")
-    timestamp: Timestamp = Field(description="ISO 8601 with a timezone, kept as sent")
+    event_id: EventId = Field(
+        description="1-255 bytes of UTF-8, no control characters, unique within its topic",
+        # For the OpenAPI document only: the validator checks bytes, JSON Schema counts characters.
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": 255,
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+        },
+    )
+    timestamp: Timestamp = Field(
+        description=(
+            "ISO 8601 with a timezone, kept as sent; an RFC 3339 date-time is (with upper-case"
+            " T and Z, and no leap second)"
+        ),
+        # For the OpenAPI document only: the validator is datetime.fromisoformat.
+        json_schema_extra={"format": "date-time"},
+    )
     source: Source = Field(description="who produced the event")
     payload: dict[str, Any] = Field(description="any JSON object")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -23,6 +23,8 @@ from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from api.publisher import BrokerUnavailable, Publisher
 from api.schemas import (
+    EVENT_EXAMPLE,
+    SECOND_EVENT_EXAMPLE,
     Accepted,
     EventsPage,
     Health,
@@ -30,6 +32,7 @@ from api.schemas import (
     Readiness,
     StatsOut,
     ValidationProblem,
+    publish_body_schemas,
 )
 
 RETRY_AFTER_S = "2"
@@ -63,8 +66,26 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.started = time.monotonic()
-    _add_routes(app)
+    publish_body, publish_components = publish_body_schemas(settings.max_batch)
+    _add_routes(app, settings, publish_body)
+    app.openapi = _with_components(app.openapi, publish_components)  # type: ignore[method-assign]
     return app
+
+
+def _with_components(
+    generate: Callable[[], dict[str, Any]], components: dict[str, Any]
+) -> Callable[[], dict[str, Any]]:
+    """``generate`` (FastAPI's cached ``openapi()``) with ``components`` added to its schemas.
+
+    FastAPI documents only the models it validates itself; /publish's body refers to others.
+    """
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return document
+
+    return openapi
 
 
 def _publisher(request: Request) -> Publisher:
@@ -86,23 +107,24 @@ PublisherDep = Annotated[Publisher, Depends(_publisher)]
 StoreDep = Annotated[DedupStore, Depends(_store)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
-_PUBLISH_BODY_SCHEMA: dict[str, Any] = {
-    "oneOf": [
-        {"$ref": "#/components/schemas/Event"},
-        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}, "minItems": 1},
-        {
-            "type": "object",
-            "properties": {
-                "events": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/Event"},
-                    "minItems": 1,
-                }
-            },
-            "required": ["events"],
-            "additionalProperties": False,
-        },
-    ]
+
+def _json_examples(**examples: Any) -> dict[str, Any]:
+    """A response's ``content`` with named examples (FastAPI adds the model's schema)."""
+    return {
+        JSON_MEDIA_TYPE: {"examples": {name: {"value": value} for name, value in examples.items()}}
+    }
+
+
+def _field_error(loc: list[str | int], msg: str, type_: str, **extra: Any) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": type_, **extra}
+
+
+_RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying the same request (the dedup makes it safe)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "examples": [int(RETRY_AFTER_S)]},
+    }
 }
 
 
@@ -131,6 +153,9 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+_MAX_SQLITE_INTEGER = 2**63 - 1
+
+
 def _encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
 
@@ -141,12 +166,15 @@ def _decode_cursor(cursor: str) -> int | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     prefix, _, number = text.partition(":")
-    if prefix != "seq" or not number.isdigit():
+    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and no larger
+    # than SQLite's INTEGER: either would fail the query (a 500) instead of being a bad cursor.
+    if prefix != "seq" or not (number.isascii() and number.isdigit()):
         return None
-    return int(number)
+    seq = int(number)
+    return seq if seq <= _MAX_SQLITE_INTEGER else None
 
 
-def _add_routes(app: FastAPI) -> None:
+def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) -> None:
     @app.post(
         "/publish",
         status_code=202,
@@ -154,22 +182,100 @@ def _add_routes(app: FastAPI) -> None:
         summary='Publish one event, an array of events, or {"events": [...]}',
         description=(
             "Answers 202 only once the broker confirmed every event. Validation is all or "
-            "nothing: if any event is invalid, none is published."
+            "nothing: if any event is invalid, none is published. At most "
+            f"{settings.max_batch} events and {settings.max_body_bytes} bytes per request. "
+            "Safe to retry: an event already stored is a duplicate, whatever its payload."
         ),
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {JSON_MEDIA_TYPE: {"schema": _PUBLISH_BODY_SCHEMA}},
+                "description": "JSON (`application/json` or any `application/*+json`)",
+                "content": {
+                    JSON_MEDIA_TYPE: {
+                        "schema": publish_body,
+                        "examples": {
+                            "one_event": {"value": EVENT_EXAMPLE},
+                            "array": {"value": [EVENT_EXAMPLE, SECOND_EVENT_EXAMPLE]},
+                            "envelope": {"value": {"events": [EVENT_EXAMPLE]}},
+                        },
+                    }
+                },
             }
         },
         responses={
-            400: {"model": Problem, "description": "the body is not JSON"},
-            413: {"model": Problem, "description": "too many events or too large a body"},
-            415: {"model": Problem, "description": "the content type is not JSON"},
-            422: {"model": ValidationProblem, "description": "an event is invalid"},
+            202: {"content": _json_examples(accepted={"accepted": 2})},
+            400: {
+                "model": Problem,
+                "description": "the body is not JSON",
+                "content": _json_examples(
+                    not_json={
+                        "detail": "body is not valid JSON: unexpected character, expected a "
+                        "string key: line 1 column 2 (char 1)"
+                    }
+                ),
+            },
+            413: {
+                "model": Problem,
+                "description": "too many events, or too large a body; nothing was published",
+                "content": _json_examples(
+                    too_many_events={
+                        "detail": f"{settings.max_batch + 1} events in one request; "
+                        f"the limit is {settings.max_batch}"
+                    },
+                    body_too_large={
+                        "detail": f"the body is larger than {settings.max_body_bytes} bytes"
+                    },
+                ),
+            },
+            415: {
+                "model": Problem,
+                "description": "the content type is not JSON",
+                "content": _json_examples(
+                    not_json={"detail": "content-type must be application/json"}
+                ),
+            },
+            422: {
+                "model": ValidationProblem,
+                "description": "an event is invalid, or the batch is empty; nothing was published",
+                "content": _json_examples(
+                    invalid_event={
+                        "detail": [
+                            _field_error(
+                                ["body", "events", 1, "timestamp"],
+                                "Value error, timestamp must include a timezone "
+                                "(e.g. 'Z' or '+02:00')",
+                                "value_error",
+                            ),
+                            _field_error(
+                                ["body", "events", 3, "topic"],
+                                "String should match pattern '^[A-Za-z0-9._-]+$'",
+                                "string_pattern_mismatch",
+                            ),
+                        ]
+                    },
+                    empty_batch={
+                        "detail": [_field_error(["body"], "the batch is empty", "too_short")]
+                    },
+                ),
+            },
             503: {
                 "model": Problem,
-                "description": "the broker did not confirm; retry after Retry-After seconds",
+                "description": (
+                    "the broker does not hold the events (unreachable, nack, unroutable, or no "
+                    "confirm in time): retry after Retry-After seconds"
+                ),
+                "headers": _RETRY_AFTER_HEADER,
+                "content": _json_examples(
+                    not_connected={"detail": "not connected to the broker"},
+                    no_confirm={
+                        "detail": "the broker did not confirm 3 event(s) within "
+                        f"{settings.confirm_timeout_s:g}s"
+                    },
+                    unroutable={
+                        "detail": "1 of 1 event(s) not confirmed: returned by the broker as "
+                        "unroutable (no queue bound for the topic)"
+                    },
+                ),
             },
         },
     )
@@ -200,13 +306,44 @@ def _add_routes(app: FastAPI) -> None:
         "/events",
         response_model=EventsPage,
         summary="Unique stored events in processing order",
-        responses={422: {"model": ValidationProblem, "description": "bad limit or cursor"}},
+        description="Each with its five fields as stored and `processed_at`; page with `next`.",
+        responses={
+            422: {
+                "model": ValidationProblem,
+                "description": "`limit` outside 1-1000 or not a number, or `after` not a cursor",
+                "content": _json_examples(
+                    limit_out_of_range={
+                        "detail": [
+                            _field_error(
+                                ["query", "limit"],
+                                "Input should be less than or equal to 1000",
+                                "less_than_equal",
+                                input="5000",
+                                ctx={"le": 1000},
+                            )
+                        ]
+                    },
+                    not_a_cursor={
+                        "detail": [_field_error(["query", "after"], "not a valid cursor", "cursor")]
+                    },
+                ),
+            }
+        },
     )
     async def events(
         store: StoreDep,
-        topic: Annotated[str | None, Query(description="only this topic")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        after: Annotated[str | None, Query(description="the `next` of the previous page")] = None,
+        topic: Annotated[
+            str | None, Query(description="only events of this topic", examples=["auth.login"])
+        ] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=1000, description="most events in the page", examples=[100])
+        ] = 100,
+        after: Annotated[
+            str | None,
+            Query(
+                description="opaque cursor: the `next` of the previous page", examples=["c2VxOjE"]
+            ),
+        ] = None,
     ) -> EventsPage | JSONResponse:
         after_seq = 0
         if after is not None:
@@ -243,7 +380,12 @@ def _add_routes(app: FastAPI) -> None:
             }
         )
 
-    @app.get("/stats", response_model=StatsOut, summary="Counters (they survive restarts)")
+    @app.get(
+        "/stats",
+        response_model=StatsOut,
+        summary="Counters (they survive restarts)",
+        description="`received == unique_processed + duplicate_dropped` always.",
+    )
     async def stats(request: Request, store: StoreDep) -> StatsOut:
         current = await store.stats()
         return StatsOut(
@@ -255,7 +397,12 @@ def _add_routes(app: FastAPI) -> None:
             uptime_s=round(time.monotonic() - request.app.state.started, 3),
         )
 
-    @app.get("/healthz", response_model=Health, summary="200 while the process runs")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        summary="200 while the process runs",
+        responses={200: {"content": _json_examples(ok={"status": "ok"})}},
+    )
     async def healthz() -> Health:
         return Health(status="ok")
 
@@ -263,7 +410,20 @@ def _add_routes(app: FastAPI) -> None:
         "/readyz",
         response_model=Readiness,
         summary="200 when the broker and the store answer",
-        responses={503: {"model": Readiness, "description": "the broker or the store is down"}},
+        responses={
+            200: {"content": _json_examples(ready={"broker": "ok", "store": "ok"})},
+            503: {
+                "model": Readiness,
+                "description": "the broker or the store does not answer",
+                "content": _json_examples(
+                    broker_down={"broker": "unavailable", "store": "ok"},
+                    store_down={
+                        "broker": "ok",
+                        "store": "unavailable: OperationalError('disk I/O error')",
+                    },
+                ),
+            },
+        },
     )
     async def readyz(publisher: PublisherDep, store: StoreDep) -> Readiness | JSONResponse:
         broker = "ok" if publisher.ready else "unavailable"

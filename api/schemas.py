@@ -1,52 +1,148 @@
-"""Response bodies of the HTTP API, declared so the OpenAPI document says what each call returns."""
+"""Bodies of the HTTP API, declared so the OpenAPI document says what each call takes and returns.
+
+The models here only describe; the API answers with them or builds the same shapes directly.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from aggregator.events import Event
 
+_REF_TEMPLATE = "#/components/schemas/{model}"
+
+EVENT_EXAMPLE: dict[str, Any] = Event.model_json_schema()["examples"][0]
+SECOND_EVENT_EXAMPLE: dict[str, Any] = {
+    **EVENT_EXAMPLE,
+    "topic": "orders.created",
+    "event_id": "order-1042",
+    "timestamp": "2026-11-24T11:00:00.250+01:00",
+    "payload": {},
+}
+
+
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": _REF_TEMPLATE.format(model=model)}
+
+
+def publish_body_schemas(max_batch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schema of a ``POST /publish`` body, and the component schemas it refers to.
+
+    ``/publish`` reads its body itself (to refuse a large one early, and to validate a batch all
+    or nothing), so FastAPI does not see these models; the app adds them to its document.
+    """
+    event = Event.model_json_schema(ref_template=_REF_TEMPLATE)
+    components: dict[str, Any] = event.pop("$defs", {})
+    components["Event"] = event
+    components["EventBatch"] = {
+        "title": "EventBatch",
+        "description": f"1 to {max_batch} events, published all or none",
+        "type": "array",
+        "items": _ref("Event"),
+        "minItems": 1,
+        "maxItems": max_batch,
+        "examples": [[EVENT_EXAMPLE, SECOND_EVENT_EXAMPLE]],
+    }
+    components["EventEnvelope"] = {
+        "title": "EventEnvelope",
+        "type": "object",
+        "properties": {"events": _ref("EventBatch")},
+        "required": ["events"],
+        "additionalProperties": False,
+        "examples": [{"events": [EVENT_EXAMPLE]}],
+    }
+    body = {"oneOf": [_ref("Event"), _ref("EventBatch"), _ref("EventEnvelope")]}
+    return body, components
+
 
 class Accepted(BaseModel):
-    accepted: int = Field(description="events the broker confirmed", examples=[3])
+    accepted: int = Field(ge=1, description="events the broker confirmed", examples=[3])
 
 
 class Problem(BaseModel):
+    """An error the API found itself: one line saying what is wrong."""
+
     detail: str = Field(examples=["the broker did not confirm 3 event(s) within 4s"])
 
 
-class ValidationProblem(BaseModel):
-    detail: list[dict[str, Any]] = Field(
-        examples=[
-            [
-                {
-                    "loc": ["body", 1, "timestamp"],
-                    "msg": "Value error, timestamp must include a timezone",
-                    "type": "value_error",
-                }
-            ]
-        ]
+class FieldError(BaseModel):
+    """One validation error, in FastAPI's shape: where (``loc``), what (``msg``) and its kind."""
+
+    # FastAPI adds the input and a context to the errors it finds in query parameters.
+    model_config = ConfigDict(extra="allow")
+
+    loc: list[str | int] = Field(examples=[["body", 1, "timestamp"]])
+    msg: str = Field(examples=["Value error, timestamp must include a timezone"])
+    type: str = Field(examples=["value_error"])
+    input: Any = Field(default=None, description="the value refused (query parameters only)")
+    ctx: dict[str, Any] = Field(
+        default_factory=dict, description="the rule broken (query parameters only)"
     )
 
 
+class ValidationProblem(BaseModel):
+    """FastAPI's 422 body: every error found, nothing published or read."""
+
+    detail: list[FieldError] = Field(min_length=1)
+
+
 class StoredEventOut(Event):
-    processed_at: str = Field(description="when the worker stored it (UTC, ISO 8601)")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**EVENT_EXAMPLE, "processed_at": "2026-11-24T10:00:00.123456Z"}]
+        }
+    )
+
+    processed_at: str = Field(
+        description="when the worker stored it (UTC, ISO 8601)",
+        examples=["2026-11-24T10:00:00.123456Z"],
+    )
 
 
 class EventsPage(BaseModel):
-    events: list[StoredEventOut]
-    next: str | None = Field(description="cursor for the following page; null when none follows")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [{**EVENT_EXAMPLE, "processed_at": "2026-11-24T10:00:00.123456Z"}],
+                    "next": "c2VxOjE",
+                }
+            ]
+        }
+    )
+
+    events: list[StoredEventOut] = Field(description="unique events in processing order")
+    next: str | None = Field(
+        description="the `after` cursor of the following page; null exactly when none follows"
+    )
 
 
 class StatsOut(BaseModel):
-    received: int = Field(description="deliveries of valid events the worker handled")
-    unique_processed: int = Field(description="events stored (first delivery of each identity)")
-    duplicate_dropped: int = Field(description="deliveries whose (topic, event_id) was stored")
-    dead_lettered: int = Field(description="poison messages moved to the dead-letter queue")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "received": 5,
+                    "unique_processed": 4,
+                    "duplicate_dropped": 1,
+                    "dead_lettered": 0,
+                    "topics": {"auth.login": 3, "orders.created": 1},
+                    "uptime_s": 12.345,
+                }
+            ]
+        }
+    )
+
+    received: int = Field(ge=0, description="deliveries of valid events the worker handled")
+    unique_processed: int = Field(ge=0, description="events stored (first delivery of each)")
+    duplicate_dropped: int = Field(
+        ge=0, description="deliveries whose (topic, event_id) was stored"
+    )
+    dead_lettered: int = Field(ge=0, description="poison messages moved to the dead-letter queue")
     topics: dict[str, int] = Field(description="unique events per topic")
-    uptime_s: float = Field(description="seconds since this API process started")
+    uptime_s: float = Field(ge=0, description="seconds since this API process started")
 
 
 class Health(BaseModel):
@@ -54,5 +150,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    broker: str = Field(examples=["ok"])
-    store: str = Field(examples=["ok"])
+    model_config = ConfigDict(json_schema_extra={"examples": [{"broker": "ok", "store": "ok"}]})
+
+    broker: str = Field(description='"ok", or "unavailable" while not connected')
+    store: str = Field(description='"ok", or "unavailable: <why>"')
