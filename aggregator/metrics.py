@@ -90,8 +90,9 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.rejected = Counter(
-            "agg_api_events_rejected",
-            "Events or requests refused, by reason",
+            "agg_api_requests_rejected",
+            "POST /publish requests refused, by reason (invalid, not_json, too_large, "
+            "unsupported_media_type, and for 503: not_connected, timeout, unroutable, broker)",
             ["reason"],
             registry=self.registry,
         )

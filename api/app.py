@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aggregator.events import (
-    Event,
     InvalidBody,
     InvalidEvents,
     TooManyEvents,
     parse_request_body,
 )
+from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from api.publisher import BrokerUnavailable, Publisher
@@ -51,12 +54,20 @@ def create_app(settings: Settings) -> FastAPI:
         )
         publisher = Publisher(settings)
         publisher.start()
+        gauges = asyncio.create_task(
+            metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
+        )
         app.state.store, app.state.publisher = store, publisher
         try:
             yield
         finally:
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
             await publisher.close()
             await store.close()
+
+    metrics = ApiMetrics()
 
     app = FastAPI(
         title="Pub-Sub Log Aggregator",
@@ -65,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
     app.state.started = time.monotonic()
     publish_body, publish_components = publish_body_schemas(settings.max_batch)
     _add_routes(app, settings, publish_body)
@@ -98,6 +110,11 @@ def _store(request: Request) -> DedupStore:
     return store
 
 
+def _metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -106,6 +123,7 @@ def _settings(request: Request) -> Settings:
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
 StoreDep = Annotated[DedupStore, Depends(_store)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]
 
 
 def _json_examples(**examples: Any) -> dict[str, Any]:
@@ -280,26 +298,36 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
         },
     )
     async def publish(
-        request: Request, publisher: PublisherDep, settings: SettingsDep
+        request: Request, publisher: PublisherDep, settings: SettingsDep, metrics: MetricsDep
     ) -> Accepted | JSONResponse:
         if not _is_json(request.headers.get("content-type")):
+            metrics.rejected.labels("unsupported_media_type").inc()
             return _problem(415, "content-type must be application/json")
         try:
             body = await _read_body(request, settings.max_body_bytes)
         except _BodyTooLarge:
+            metrics.rejected.labels("too_large").inc()
             return _problem(413, f"the body is larger than {settings.max_body_bytes} bytes")
         try:
             events = parse_request_body(body, max_batch=settings.max_batch)
         except InvalidBody as exc:
+            metrics.rejected.labels("not_json").inc()
             return _problem(400, str(exc))
         except TooManyEvents as exc:
+            metrics.rejected.labels("too_large").inc()
             return _problem(413, str(exc))
         except InvalidEvents as exc:
+            metrics.rejected.labels("invalid").inc()
             return JSONResponse(status_code=422, content={"detail": exc.errors})
+        metrics.published.inc(len(events))
+        started = time.perf_counter()
         try:
             await publisher.publish(events)
         except BrokerUnavailable as exc:
+            metrics.rejected.labels(exc.reason).inc()
             return _problem(503, str(exc), headers={"Retry-After": RETRY_AFTER_S})
+        metrics.confirm_seconds.observe(time.perf_counter() - started)
+        metrics.confirmed.inc(len(events))
         return Accepted(accepted=len(events))
 
     @app.get(
@@ -437,5 +465,16 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
             return JSONResponse(status_code=503, content=readiness.model_dump())
         return readiness
 
-
-__all__ = ["Event", "create_app"]
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics of this API process",
+        description=(
+            "Events published, confirmed, requests rejected by reason, publish-confirm latency, "
+            "and queue depth / consumer count read from the broker on a timer. The worker "
+            "serves its own on AGG_METRICS_PORT."
+        ),
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    async def metrics_text(metrics: MetricsDep) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -31,6 +31,10 @@ PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 class BrokerUnavailable(Exception):
     """The broker does not hold the events (down, nack, return or no confirm in time): retry."""
 
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # a short label for metrics: not_connected, timeout, unroutable, …
+
 
 class Publisher:
     """Publishes events with confirms; connects in the background so the API can start first."""
@@ -84,7 +88,7 @@ class Publisher:
     async def publish(self, events: Sequence[Event]) -> None:
         """Return once the broker confirmed every event; raise :class:`BrokerUnavailable` if not."""
         if not self.ready or self._channel is None:
-            raise BrokerUnavailable("not connected to the broker")
+            raise BrokerUnavailable("not connected to the broker", reason="not_connected")
         exchange = self._settings.exchange
         try:
             async with asyncio.timeout(self._settings.confirm_timeout_s):
@@ -112,19 +116,22 @@ class Publisher:
         except TimeoutError:
             raise BrokerUnavailable(
                 f"the broker did not confirm {len(events)} event(s) within "
-                f"{self._settings.confirm_timeout_s:g}s"
+                f"{self._settings.confirm_timeout_s:g}s",
+                reason="timeout",
             ) from None
         failures = [r for r in results if isinstance(r, BaseException | DeliveredMessage)]
         if failures:
             first = failures[0]
+            unroutable = isinstance(first, PublishError | DeliveredMessage)
             reason = (
                 "returned by the broker as unroutable (no queue bound for the topic)"
-                if isinstance(first, PublishError | DeliveredMessage)
+                if unroutable
                 else repr(first)
             )
             log.warning("%d of %d publish(es) failed: %s", len(failures), len(events), reason)
             raise BrokerUnavailable(
-                f"{len(failures)} of {len(events)} event(s) not confirmed: {reason}"
+                f"{len(failures)} of {len(events)} event(s) not confirmed: {reason}",
+                reason="unroutable" if unroutable else "broker",
             )
 
     async def close(self) -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 
 from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
+from api.app import create_app
 from tests.conftest import make_settings
 from tests.support.broker import delete_topology, event_body, publish_raw
 from tests.support.processes import free_port, start_worker
@@ -125,3 +127,70 @@ async def test_the_worker_serves_its_metrics_port(settings: Settings, tmp_path: 
             )
             assert "agg_worker_store_commit_seconds_bucket" in text
         assert worker.popen.poll() is None, worker.log_text()
+
+
+def api_value(client_app: FastAPI, name: str, **labels: str) -> float:
+    registry = client_app.state.metrics.registry
+    sample = registry.get_sample_value(name, labels or None)
+    return 0.0 if sample is None else float(sample)
+
+
+async def test_api_counters_follow_publishes_and_refusals(amqp_url: str, tmp_path: Path) -> None:
+    settings = make_settings(amqp_url, tmp_path, max_batch=3, metrics_interval_s=0.1)
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            await app.state.publisher.wait_connected()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                batch = [event_body("1"), event_body("2")]
+                assert (await client.post("/publish", json=batch)).status_code == 202
+                assert api_value(app, "agg_api_events_published_total") == 2
+                assert api_value(app, "agg_api_events_confirmed_total") == 2
+                assert api_value(app, "agg_api_publish_confirm_seconds_count") == 1
+
+                refusals = [
+                    ({"content-type": "text/plain"}, b"{}", "unsupported_media_type"),
+                    ({"content-type": "application/json"}, b"{nope", "not_json"),
+                    (
+                        {"content-type": "application/json"},
+                        orjson.dumps([event_body("x")] * 4),
+                        "too_large",
+                    ),
+                    ({"content-type": "application/json"}, b"[]", "invalid"),
+                ]
+                for headers, content, reason in refusals:
+                    before = api_value(app, "agg_api_requests_rejected_total", reason=reason)
+                    await client.post("/publish", content=content, headers=headers)
+                    after = api_value(app, "agg_api_requests_rejected_total", reason=reason)
+                    assert after == before + 1, reason
+                assert api_value(app, "agg_api_events_published_total") == 2  # none of those
+
+                text = await eventually(
+                    lambda: _scrape(client),
+                    lambda t: f'agg_queue_messages{{queue="{settings.queue}"}} 2.0' in t,
+                    what="the queue depth gauge read from the broker",
+                )
+                assert "agg_api_events_confirmed_total 2.0" in text
+                assert f'agg_queue_consumers{{queue="{settings.queue}"}} 0.0' in text
+    finally:
+        await delete_topology(settings)
+
+
+async def _scrape(client: httpx.AsyncClient) -> str:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return response.text
+
+
+async def test_api_counts_503_by_reason(tmp_path: Path) -> None:
+    unreachable = make_settings(f"amqp://guest:guest@127.0.0.1:{free_port()}/", tmp_path)
+    app = create_app(unreachable)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            response = await client.post("/publish", json=event_body("1"))
+            assert response.status_code == 503
+    assert api_value(app, "agg_api_requests_rejected_total", reason="not_connected") == 1
+    assert api_value(app, "agg_api_events_confirmed_total") == 0
