@@ -1,0 +1,218 @@
+"""The benchmark's output: a table (stdout and README), JSON and a PNG chart under bench/results."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+README_START = "<!-- bench:start -->"
+README_END = "<!-- bench:end -->"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A product figure read against the raw figure measured in the same repeat."""
+
+    label: str
+    product: str
+    raw: str
+    target: float  # the ratio the figure should reach
+    unit: str = "events/s"
+
+
+COMPARISONS = (
+    Comparison(
+        "HTTP ingest (batches of 1,000) vs raw pipelined publish",
+        "product.ingest_http",
+        "raw.publish_confirmed",
+        0.85,
+    ),
+    Comparison(
+        "worker drain (30% duplicates) vs raw pipeline", "product.drain", "raw.pipeline", 0.9
+    ),
+    Comparison(
+        "end to end vs raw gateway + raw pipeline", "product.end_to_end", "raw.end_to_end", 0.9
+    ),
+    Comparison(
+        "worker drain vs raw aio-pika consume (stretch)",
+        "product.drain",
+        "raw.consume_batched_acks",
+        1.0,
+    ),
+)
+
+SINGLE = (
+    (
+        "raw.publish_confirmed",
+        "raw: aio-pika publish, confirms pipelined (best window)",
+        "events/s",
+    ),
+    ("raw.consume_batched_acks", "raw: aio-pika consume, batched acks", "events/s"),
+    ("raw.sqlite_batched_insert", "raw: aiosqlite batched insert", "rows/s"),
+    ("raw.pipeline", "raw: queue → batched insert-or-ignore → ack", "events/s"),
+    ("raw.end_to_end", "raw: HTTP gateway + raw pipeline at once", "events/s"),
+    ("product.ingest_http", "product: POST /publish, batches of 1,000, 4 at a time", "events/s"),
+    ("product.drain", "product: worker drains a pre-filled queue", "events/s"),
+    ("product.end_to_end", "product: first POST to last event stored", "events/s"),
+    ("raw.latency_p50_ms", "raw gateway: single-event POST p50", "ms"),
+    ("raw.latency_p99_ms", "raw gateway: single-event POST p99", "ms"),
+    ("product.latency_p50_ms", "product: single-event POST p50", "ms"),
+    ("product.latency_p99_ms", "product: single-event POST p99 (target ≤ 20 ms)", "ms"),
+    ("product.latency_max_ms", "product: single-event POST max", "ms"),
+    ("product.worker_rss_start_mb", "product: worker RSS once consuming", "MB"),
+    ("product.worker_rss_end_mb", "product: worker RSS after the long drain", "MB"),
+    ("product.worker_rss_peak_mb", "product: worker RSS peak during it", "MB"),
+)
+
+
+def spread(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def ratios(values: dict[str, list[float]], comparison: Comparison) -> list[float]:
+    product, raw = values.get(comparison.product, []), values.get(comparison.raw, [])
+    return [p / r for p, r in zip(product, raw, strict=False) if r]
+
+
+def table(values: dict[str, list[float]], args: argparse.Namespace, took_s: float) -> str:
+    repeats = len(values.get("raw.pipeline", [])) or 1
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
+        f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
+        f"{args.queue_type} queues, {args.events:,} events of ~220 bytes per throughput figure "
+        f"(30% duplicates), {repeats} repeat(s), min / median / max; "
+        f"the whole run took {took_s / 60:.1f} min.",
+        "",
+        "| figure | min | median | max | unit |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, label, unit in SINGLE:
+        if key in values:
+            low, mid, high = spread(values[key])
+            lines.append(_row(label, _fmt(low), _fmt(mid), _fmt(high), unit))
+    lines += [
+        "",
+        _row("product as a share of the raw limit (same repeat)", "min", "median", "max")
+        + " target | met |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for comparison in COMPARISONS:
+        shares = ratios(values, comparison)
+        if shares:
+            low, mid, high = spread(shares)
+            met = "yes" if mid >= comparison.target else "no"
+            target = f"≥ {comparison.target:.2f}"
+            lines.append(
+                _row(comparison.label, f"{low:.2f}", f"{mid:.2f}", f"{high:.2f}", target, met)
+            )
+    if "product.latency_p99_ms" in values:
+        p99 = statistics.median(values["product.latency_p99_ms"])
+        rate = statistics.median(values.get("product.latency_rate", [0]))
+        label = f"single-event p99 at {args.latency_rate:g} req/s (achieved {rate:,.0f}/s)"
+        met = "yes" if p99 <= 20 else "no"
+        lines.append(_row(label, "", f"{p99:.1f} ms", "", "≤ 20 ms", met))
+    if "product.worker_rss_end_mb" in values:
+        growth = values["product.worker_rss_end_mb"][-1] - values["product.worker_rss_start_mb"][-1]
+        events = int(values["product.worker_rss_events"][-1])
+        met = "yes" if abs(growth) <= 50 else "no"
+        label = f"worker RSS growth over {events:,} events"
+        lines.append(_row(label, "", f"{growth:+.1f} MB", "", "≤ 50 MB", met))
+    return "\n".join(lines)
+
+
+def chart(values: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = [
+        ("publish /\nHTTP ingest", "raw.publish_confirmed", "product.ingest_http"),
+        ("pipeline /\nworker drain", "raw.pipeline", "product.drain"),
+        ("end to end", "raw.end_to_end", "product.end_to_end"),
+    ]
+    pairs = [p for p in pairs if p[1] in values and p[2] in values]
+    figure, axis = plt.subplots(figsize=(8, 4.2), dpi=110)
+    width = 0.38
+    for offset, (which, color, label) in enumerate(
+        ((1, "#9aa5b1", "raw limit (no product code)"), (2, "#2f6fdf", "product"))
+    ):
+        mids, lows, highs = [], [], []
+        for pair in pairs:
+            low, mid, high = spread(values[pair[which]])
+            mids.append(mid)
+            lows.append(mid - low)
+            highs.append(high - mid)
+        xs = [i + (offset - 0.5) * width for i in range(len(pairs))]
+        axis.bar(xs, mids, width, yerr=[lows, highs], capsize=4, color=color, label=label)
+        for x, mid in zip(xs, mids, strict=True):
+            axis.annotate(
+                f"{mid:,.0f}",
+                (x, mid),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 3),
+                textcoords="offset points",
+            )
+    axis.set_xticks(range(len(pairs)), [p[0] for p in pairs])
+    axis.set_ylabel("events per second (median, min–max)")
+    axis.set_title("Product vs the raw limit of its stack, same run, same broker")
+    axis.legend(loc="upper left", fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_report(
+    values: dict[str, list[float]],
+    checks: list[str],
+    args: argparse.Namespace,
+    *,
+    out: Path,
+    readme: Path | None,
+    took_s: float,
+) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    text = table(values, args, took_s)
+    sys.stdout.write(text + "\n")
+    (out / "latest.json").write_bytes(
+        orjson.dumps(
+            {
+                "measured_at": datetime.now(UTC).isoformat(),
+                "arguments": {k: str(v) for k, v in vars(args).items()},
+                "figures": values,
+                "checks": checks,
+                "ratios": {c.label: ratios(values, c) for c in COMPARISONS},
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+    )
+    (out / "latest.md").write_text(text + "\n")
+    chart(values, out / "latest.png")
+    if readme is not None and readme.is_file():
+        content = readme.read_text()
+        if README_START in content and README_END in content:
+            head, rest = content.split(README_START, 1)
+            _, tail = rest.split(README_END, 1)
+            image = "![benchmark chart](bench/results/latest.png)"
+            section = f"{README_START}\n{text}\n\n{image}\n{README_END}"
+            readme.write_text(head + section + tail)
+    return text
