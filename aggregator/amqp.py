@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq import spec
 from yarl import URL
 
+from aggregator.events import CONTENT_TYPE
 from aggregator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Errors that mean "the broker did not do it": connection or channel loss, nack, return, timeout.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_EXCEPTIONS, asyncio.TimeoutError)
+
+
+PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 
 
 class BrokerUnreachable(ConnectionError):
@@ -89,3 +96,34 @@ def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> No
 
     connection.close_callbacks.add(on_close)
     connection.reconnect_callbacks.add(on_reconnect)
+
+
+async def publish_pipelined(
+    channel: AbstractChannel, exchange: str, messages: Iterable[tuple[str, bytes, str]]
+) -> list[object]:
+    """Publish every ``(routing_key, body, message_id)``, then await all their confirms.
+
+    Returns one result per message, in order: the broker's ``Basic.Ack``, or the exception
+    (a nack, a return as unroutable with ``on_return_raises``, a lost channel). Published in the
+    contract's wire format (JSON, persistent, ``message_id``) with ``mandatory=True``, straight
+    on the aiormq channel under aio-pika's robust one: no ``Message`` object per event, and
+    ``wait=False`` lets the next publish take the channel's lock without waiting for this frame
+    to reach the socket. Confirms and raising on returns are the channel's, as through aio-pika.
+    """
+    underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+    return await asyncio.gather(
+        *(
+            underlay.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=spec.Basic.Properties(
+                    content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id
+                ),
+                mandatory=True,
+                wait=False,
+            )
+            for routing_key, body, message_id in messages
+        ),
+        return_exceptions=True,
+    )

@@ -10,22 +10,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import cast
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import PublishError
-from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
-from aggregator.amqp import BROKER_ERRORS, connect
-from aggregator.events import CONTENT_TYPE, Event
+from aggregator.amqp import BROKER_ERRORS, connect, publish_pipelined
+from aggregator.events import Event
 from aggregator.settings import Settings
 from aggregator.topology import Topology, declare_topology
 
 log = logging.getLogger(__name__)
-
-PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 
 
 class BrokerUnavailable(Exception):
@@ -92,27 +87,9 @@ class Publisher:
         exchange = self._settings.exchange
         try:
             async with asyncio.timeout(self._settings.confirm_timeout_s):
-                # Straight on the channel underneath aio-pika's robust one: no Message object
-                # per event, and wait=False lets the next publish take the channel's lock
-                # without waiting for this frame to reach the socket. Confirms, mandatory and
-                # raising on returns are the channel's, exactly as through aio-pika.
-                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                publishes = [
-                    channel.basic_publish(
-                        event.to_wire(),
-                        exchange=exchange,
-                        routing_key=event.topic,
-                        properties=spec.Basic.Properties(
-                            content_type=CONTENT_TYPE,
-                            delivery_mode=PERSISTENT,
-                            message_id=event.event_id,
-                        ),
-                        mandatory=True,
-                        wait=False,
-                    )
-                    for event in events
-                ]
-                results = await asyncio.gather(*publishes, return_exceptions=True)
+                results = await publish_pipelined(
+                    self._channel, exchange, ((e.topic, e.to_wire(), e.event_id) for e in events)
+                )
         except TimeoutError:
             raise BrokerUnavailable(
                 f"the broker did not confirm {len(events)} event(s) within "

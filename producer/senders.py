@@ -16,15 +16,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, cast
+from typing import Protocol, Self
 
-import aiormq
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq import spec
 
-from aggregator.amqp import BROKER_ERRORS, connect, redacted
+from aggregator.amqp import BROKER_ERRORS, connect, publish_pipelined, redacted
 from aggregator.events import CONTENT_TYPE
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
@@ -33,7 +32,6 @@ from producer.load import WireEvent
 log = logging.getLogger(__name__)
 
 PUBLISH_PATH = "/publish"
-PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 # The longest pause between retries, whatever a server's Retry-After says.
 MAX_RETRY_PAUSE_S = 60.0
 
@@ -339,27 +337,10 @@ class AmqpSender:
         exchange = self._settings.exchange
         try:
             async with asyncio.timeout(self._timeout_s):
-                # As the API's publisher does: straight on aiormq's channel under aio-pika's
-                # robust one (fetched per window, so a reconnect is picked up), no Message object
-                # per event, and wait=False so the next publish need not wait for the socket.
-                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-                results = await asyncio.gather(
-                    *(
-                        channel.basic_publish(
-                            event.body,
-                            exchange=exchange,
-                            routing_key=event.topic,
-                            properties=spec.Basic.Properties(
-                                content_type=CONTENT_TYPE,
-                                delivery_mode=PERSISTENT,
-                                message_id=event.event_id,
-                            ),
-                            mandatory=True,
-                            wait=False,
-                        )
-                        for event in events
-                    ),
-                    return_exceptions=True,
+                # As the API's publisher does (the channel underneath is fetched per window,
+                # so a reconnect is picked up).
+                results = await publish_pipelined(
+                    self._channel, exchange, ((e.topic, e.body, e.event_id) for e in events)
                 )
         except TimeoutError:
             reason = f"no confirm within {self._timeout_s:g}s"
