@@ -29,6 +29,7 @@ run: install broker
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck: install
 	$(BIN)/mypy

@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Most worker processes one `python -m worker` supervises (AGG_WORKERS, --workers).
+MAX_WORKERS = 64
+
 
 class Settings(BaseSettings):
     """Everything the API and the worker can be told; see the settings table in README.md."""
@@ -41,7 +44,13 @@ class Settings(BaseSettings):
     reconnect_interval_s: float = Field(default=1.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
 
+    # Worker processes `python -m worker` runs on this machine, sharing the one SQLite store
+    # (WAL, busy timeout; each batch is one BEGIN IMMEDIATE transaction). Above 1 it supervises
+    # that many children; `--workers N` overrides it. See "Scaling the worker" in README.md.
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+
     # The worker's own Prometheus endpoint (the API serves /metrics on its HTTP port); 0: off.
+    # With N workers, child i serves metrics_port + i. The container healthcheck asks it.
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     # How often queue depth and consumer count are read from the broker for the gauges.
     metrics_interval_s: float = Field(default=5.0, gt=0)

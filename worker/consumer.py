@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -102,12 +103,14 @@ class Consumer:
             await self._start_consuming()
             self._channel.reopen_callbacks.add(self._on_reopen)
             self.consuming.set()
+            # The pid tells apart the workers of one `--workers N` group in shared logs.
             log.info(
-                "consuming queue=%s exchange=%s prefetch=%d batch=%d%s",
+                "consuming queue=%s exchange=%s prefetch=%d batch=%d pid=%d%s",
                 settings.queue,
                 settings.exchange,
                 settings.prefetch,
                 settings.batch_size,
+                os.getpid(),
                 " (drain mode)" if self._drain else "",
             )
             watcher = asyncio.create_task(self._watch_drain()) if self._drain else None
@@ -355,7 +358,12 @@ class Consumer:
             quiet_checks = quiet_checks + 1 if ready == 0 else 0
             idle = not self._buffer and not self._handling and self._deliveries == seen
             if quiet_checks >= 2 and idle:
-                log.info("drain: queue %s is empty, %d deliveries handled", queue.name, seen)
+                log.info(
+                    "drain: queue %s is empty, %d deliveries handled pid=%d",
+                    queue.name,
+                    seen,
+                    os.getpid(),
+                )
                 self.stop()
                 return
 
