@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
 from bench import raw
@@ -103,6 +105,22 @@ def producer_args(
     ]
 
 
+async def declare_plain(settings: Settings) -> None:
+    """A plain exchange and queue of the settings' type, for the raw figures."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await raw.declare(channel, settings.exchange, settings.queue, settings.queue_type)
+
+
+async def declare_product(settings: Settings) -> None:
+    """The product's own topology (quorum, dead-lettering), as the API and worker declare it."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await declare_topology(channel, settings)
+
+
 async def raw_figures(
     settings: Settings, count: int, seed: int, work: Path, figures: Figures
 ) -> None:
@@ -137,12 +155,7 @@ async def raw_end_to_end(
     settings: Settings, count: int, seed: int, work: Path, figures: Figures
 ) -> None:
     """The raw gateway fed by the load process while the raw pipeline consumes, at once."""
-    import aio_pika
-
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await raw.declare(channel, settings.exchange, settings.queue, settings.queue_type)
+    await declare_plain(settings)
     db = work / f"raw-e2e-{seed}.db"
     distinct = make_workload(count, dup_rate=DUP_RATE, seed=seed).distinct
     gateway_args = [
@@ -203,13 +216,8 @@ async def product_ingest(
 
 async def prefill(settings: Settings, count: int, seed: int) -> int:
     """Publish ``count`` events (30% duplicates) into the product's queue; return distinct."""
-    import aio_pika
-
     workload = make_workload(count, dup_rate=DUP_RATE, seed=seed)
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await declare_topology(channel, settings)
+    await declare_product(settings)
     # Through the product's topology (quorum, dead-lettering), with the raw publisher's speed.
     await raw.publish_to(settings.amqp_url, settings.exchange, workload, window=1000)
     return workload.distinct
@@ -274,12 +282,7 @@ async def latency(
     env = env_for(settings)
     label = "raw" if raw_gateway else "product"
     if raw_gateway:
-        import aio_pika
-
-        connection = await aio_pika.connect(settings.amqp_url)
-        async with connection:
-            channel = await connection.channel()
-            await raw.declare(channel, settings.exchange, settings.queue, settings.queue_type)
+        await declare_plain(settings)
         server = [
             "-m", "bench.raw_gateway", "--port", str(settings.port),
             "--amqp-url", settings.amqp_url, "--exchange", settings.exchange,
@@ -317,12 +320,7 @@ async def worker_rss(
     settings: Settings, count: int, seed: int, work: Path, figures: Figures
 ) -> None:
     """Worker RSS once it consumes and after ``count`` events went through it."""
-    import aio_pika
-
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await declare_topology(channel, settings)
+    await declare_product(settings)
     with process(["-m", "worker"], env_for(settings), work / "worker-rss.log") as worker:
         warmup = min(10_000, max(count // 100, 100))
         first = make_workload(warmup, seed=seed + 1)

@@ -117,6 +117,9 @@ async def _consume_batches(
                 await db.commit()
             await taken[-1].ack(multiple=True)
             handled += len(taken)
+            # What arrived while this batch was stored may already complete the next one.
+            if len(pending) >= batch or (pending and handled + len(pending) >= count):
+                full.set()
         elapsed = time.perf_counter() - started
         await source.cancel(tag)
         done.set()
