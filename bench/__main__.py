@@ -224,16 +224,26 @@ async def prefill(settings: Settings, count: int, seed: int) -> int:
 
 
 async def product_drain(
-    settings: Settings, count: int, seed: int, work: Path, figures: Figures
+    settings: Settings, count: int, seed: int, work: Path, figures: Figures, *, workers: int = 1
 ) -> None:
+    """A running worker (or ``--workers N``) drains a pre-filled queue until all is stored."""
     distinct = await prefill(settings, count, seed)
-    with process(["-m", "worker"], env_for(settings), work / "worker-drain.log"):
+    name, label = (
+        ("product.drain", "drain")
+        if workers == 1
+        else (
+            f"product.drain_{workers}_workers",
+            f"drain with {workers} workers",
+        )
+    )
+    command = ["-m", "worker", "--workers", str(workers)]
+    with process(command, env_for(settings), work / f"worker-drain-{workers}.log"):
         first_at, first_received, last_at = await poll_stats(settings.db_path, count, timeout=600)
-    figures.add("product.drain", (count - first_received) / (last_at - first_at))
+    figures.add(name, (count - first_received) / (last_at - first_at))
     stats = await read_stats(settings.db_path)
-    check(figures, "drain unique", distinct, stats.unique_processed)
-    check(figures, "drain received", count, stats.received)
-    check(figures, "drain duplicates", count - distinct, stats.duplicate_dropped)
+    check(figures, f"{label} unique", distinct, stats.unique_processed)
+    check(figures, f"{label} received", count, stats.received)
+    check(figures, f"{label} duplicates", count - distinct, stats.duplicate_dropped)
     await delete_names(settings)
 
 
@@ -364,6 +374,7 @@ async def run(args: argparse.Namespace) -> Figures:
             await raw_end_to_end(fresh(), args.events, seed, work, figures)
             await product_ingest(fresh(), args.events, seed, work, figures)
             await product_drain(fresh(), args.events, seed, work, figures)
+            await product_drain(fresh(), args.events, seed, work, figures, workers=2)
             await product_end_to_end(fresh(), args.events, seed, work, figures)
             count = int(args.latency_rate * args.latency_seconds)
             await latency(fresh(), args.latency_rate, count, seed, work, figures, raw_gateway=True)

@@ -47,6 +47,12 @@ COMPARISONS = (
         "raw.consume_batched_acks",
         1.0,
     ),
+    Comparison(
+        "2 worker processes drain vs raw aio-pika consume (stretch)",
+        "product.drain_2_workers",
+        "raw.consume_batched_acks",
+        1.0,
+    ),
 )
 
 SINGLE = (
@@ -61,6 +67,7 @@ SINGLE = (
     ("raw.end_to_end", "raw: HTTP gateway + raw pipeline at once", "events/s"),
     ("product.ingest_http", "product: POST /publish, batches of 1,000, 4 at a time", "events/s"),
     ("product.drain", "product: worker drains a pre-filled queue", "events/s"),
+    ("product.drain_2_workers", "product: the same with `--workers 2`", "events/s"),
     ("product.end_to_end", "product: first POST to last event stored", "events/s"),
     ("raw.latency_p50_ms", "raw gateway: single-event POST p50", "ms"),
     ("raw.latency_p99_ms", "raw gateway: single-event POST p99", "ms"),
@@ -146,6 +153,7 @@ def chart(values: dict[str, list[float]], path: Path) -> None:
         ("publish /\nHTTP ingest", "raw.publish_confirmed", "product.ingest_http"),
         ("pipeline /\nworker drain", "raw.pipeline", "product.drain"),
         ("end to end", "raw.end_to_end", "product.end_to_end"),
+        ("consume /\n2-worker drain", "raw.consume_batched_acks", "product.drain_2_workers"),
     ]
     pairs = [p for p in pairs if p[1] in values and p[2] in values]
     figure, axis = plt.subplots(figsize=(8, 4.2), dpi=110)
