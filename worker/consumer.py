@@ -114,8 +114,13 @@ class Consumer:
                 " (drain mode)" if self._drain else "",
             )
             watcher = asyncio.create_task(self._watch_drain()) if self._drain else None
-            gauges = asyncio.create_task(
-                self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
+            # A drain run serves no metrics, so it reads no gauges either.
+            gauges = (
+                None
+                if self._drain
+                else asyncio.create_task(
+                    self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
+                )
             )
             try:
                 await self._batch_loop()
