@@ -105,6 +105,18 @@ def producer_args(
     ]
 
 
+def ingest_load(port: int, count: int, seed: int) -> list[str]:
+    """The ingest load every throughput figure uses: batches of 1,000, 4 in flight, 30% dups."""
+    return producer_args(
+        f"http://127.0.0.1:{port}",
+        count,
+        batch=INGEST_BATCH,
+        concurrency=INGEST_CONCURRENCY,
+        dup_rate=DUP_RATE,
+        seed=seed,
+    )
+
+
 async def declare_plain(settings: Settings) -> None:
     """A plain exchange and queue of the settings' type, for the raw figures."""
     connection = await aio_pika.connect(settings.amqp_url)
@@ -172,16 +184,7 @@ async def raw_end_to_end(
         process(pipeline_args, env, work / "raw-pipeline.log") as pipeline,
     ):
         wait_http(f"http://127.0.0.1:{settings.port}/", gateway)
-        load = run_json(
-            producer_args(
-                f"http://127.0.0.1:{settings.port}",
-                count,
-                batch=INGEST_BATCH,
-                concurrency=INGEST_CONCURRENCY,
-                dup_rate=DUP_RATE,
-                seed=seed,
-            )
-        )
+        load = run_json(ingest_load(settings.port, count, seed))
         pipeline.wait(timeout=300)
     finished_at = float(last_json_line(work / "raw-pipeline.log")["finished_at"])
     figures.add("raw.end_to_end", count / (finished_at - load["started_at"]))
@@ -196,16 +199,7 @@ async def product_ingest(
     env = env_for(settings)
     with process(["-m", "api"], env, work / "api-ingest.log") as api:
         wait_http(f"http://127.0.0.1:{settings.port}/readyz", api)
-        load = run_json(
-            producer_args(
-                f"http://127.0.0.1:{settings.port}",
-                count,
-                batch=INGEST_BATCH,
-                concurrency=INGEST_CONCURRENCY,
-                dup_rate=DUP_RATE,
-                seed=seed,
-            )
-        )
+        load = run_json(ingest_load(settings.port, count, seed))
     figures.add("product.ingest_http", float(load["events_per_s"]))
     check(figures, "ingest confirmed", count, int(load["confirmed"]))
     check(
@@ -260,14 +254,7 @@ async def product_end_to_end(
         load_task = asyncio.create_task(
             asyncio.to_thread(
                 run_json,
-                producer_args(
-                    f"http://127.0.0.1:{settings.port}",
-                    count,
-                    batch=INGEST_BATCH,
-                    concurrency=INGEST_CONCURRENCY,
-                    dup_rate=DUP_RATE,
-                    seed=seed,
-                ),
+                ingest_load(settings.port, count, seed),
             )
         )
         _, _, last_at = await poll_stats(settings.db_path, count, timeout=600)
