@@ -26,14 +26,14 @@ from aggregator.healthcheck import answers, probes_for
 from aggregator.settings import Settings
 from aggregator.store import DedupStore, Stats
 from tests.support.broker import event_body, publish_raw, queue_depth
-from tests.support.processes import Process, free_port, start_worker
-from tests.support.waiting import eventually
-from tests.test_worker_process import (
+from tests.support.exactly_once import (
     assert_stored_exactly_once,
     make_events,
     wait_for_exit,
     wire,
 )
+from tests.support.processes import Process, free_port, start_worker
+from tests.support.waiting import eventually
 from worker.supervisor import worst_status
 
 PUBLISHED = 20_000
