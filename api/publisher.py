@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import PublishError
+from aiormq import spec
 from aiormq.abc import DeliveredMessage
 
 from aggregator.amqp import BROKER_ERRORS, connect, publish_pipelined
@@ -96,7 +97,8 @@ class Publisher:
                 f"{self._settings.confirm_timeout_s:g}s",
                 reason="timeout",
             ) from None
-        failures = [r for r in results if isinstance(r, BaseException | DeliveredMessage)]
+        # Only the broker's Ack counts: a nack, a return, a lost channel, anything else fails.
+        failures = [r for r in results if not isinstance(r, spec.Basic.Ack)]
         if failures:
             first = failures[0]
             unroutable = isinstance(first, PublishError | DeliveredMessage)
