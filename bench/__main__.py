@@ -348,28 +348,42 @@ async def run(args: argparse.Namespace) -> Figures:
     base = Settings()
     amqp_url = args.amqp_url or base.amqp_url
     figures = Figures()
+    used: list[Settings] = []
     with tempfile.TemporaryDirectory(prefix="agg-bench-") as tmp:
         work = Path(tmp)
-        for repeat in range(args.repeats):
-            seed = 1000 + repeat
-            log.info("repeat %d of %d", repeat + 1, args.repeats)
 
-            def fresh(**overrides: Any) -> Settings:
-                return fresh_settings(amqp_url, work, args.queue_type, **overrides)
+        def fresh(**overrides: Any) -> Settings:
+            used.append(fresh_settings(amqp_url, work, args.queue_type, **overrides))
+            return used[-1]
 
-            await raw_figures(fresh(), args.events, seed, work, figures)
-            await raw_end_to_end(fresh(), args.events, seed, work, figures)
-            await product_ingest(fresh(), args.events, seed, work, figures)
-            await product_drain(fresh(), args.events, seed, work, figures)
-            await product_drain(fresh(), args.events, seed, work, figures, workers=2)
-            await product_end_to_end(fresh(), args.events, seed, work, figures)
-            count = int(args.latency_rate * args.latency_seconds)
-            await latency(fresh(), args.latency_rate, count, seed, work, figures, raw_gateway=True)
-            await latency(fresh(), args.latency_rate, count, seed, work, figures, raw_gateway=False)
-        if args.rss_events:
-            await worker_rss(
-                fresh_settings(amqp_url, work, args.queue_type), args.rss_events, 99, work, figures
-            )
+        try:
+            for repeat in range(args.repeats):
+                seed = 1000 + repeat
+                log.info("repeat %d of %d", repeat + 1, args.repeats)
+                await raw_figures(fresh(), args.events, seed, work, figures)
+                await raw_end_to_end(fresh(), args.events, seed, work, figures)
+                await product_ingest(fresh(), args.events, seed, work, figures)
+                await product_drain(fresh(), args.events, seed, work, figures)
+                await product_drain(fresh(), args.events, seed, work, figures, workers=2)
+                await product_end_to_end(fresh(), args.events, seed, work, figures)
+                count = int(args.latency_rate * args.latency_seconds)
+                for raw_gateway in (True, False):
+                    await latency(
+                        fresh(),
+                        args.latency_rate,
+                        count,
+                        seed,
+                        work,
+                        figures,
+                        raw_gateway=raw_gateway,
+                    )
+            if args.rss_events:
+                await worker_rss(fresh(), args.rss_events, 99, work, figures)
+        finally:
+            # A measurement that failed half-way leaves its queues behind; delete them all
+            # (deleting what is already gone is a no-op for RabbitMQ).
+            for settings in used:
+                await delete_names(settings)
     return figures
 
 
