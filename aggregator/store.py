@@ -12,7 +12,8 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,17 +180,7 @@ class DedupStore:
             else:
                 first[event.key] = event
 
-        async with self._transaction:
-            return await self._store_new(events, first, duplicates)
-
-    async def _store_new(
-        self,
-        events: Sequence[Event],
-        first: dict[tuple[str, str], Event],
-        duplicates: list[Event],
-    ) -> StoreResult:
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._write():
             # Under BEGIN IMMEDIATE this connection is the only writer, so the rows read here
             # cannot change before the insert below.
             existing = await self._existing_keys(list(first))
@@ -229,10 +220,6 @@ class DedupStore:
                     (len(duplicates), "duplicate_dropped"),
                 ],
             )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._rollback()
-            raise
         return StoreResult(stored, duplicates)
 
     async def _existing_keys(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -249,10 +236,16 @@ class DedupStore:
         return existing
 
     async def add_dead_lettered(self, count: int) -> None:
+        async with self._write():
+            await self._db.execute(_BUMP_COUNTER, (count, "dead_lettered"))
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        """One write transaction: this connection's turn, BEGIN IMMEDIATE, COMMIT or ROLLBACK."""
         async with self._transaction:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                await self._db.execute(_BUMP_COUNTER, (count, "dead_lettered"))
+                yield
                 await self._db.execute("COMMIT")
             except BaseException:
                 await self._rollback()
