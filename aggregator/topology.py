@@ -59,3 +59,14 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Topo
     )
     await queue.bind(exchange, routing_key=BIND_ALL)
     return Topology(exchange, queue, dead_letter_exchange, dead_letter_queue)
+
+
+async def delete_topology(channel: AbstractChannel, settings: Settings) -> None:
+    """Delete both queues (with their messages) and both exchanges; missing ones are no-ops.
+
+    For throwaway namespaces (tests, benchmark runs), never called by the API or the worker.
+    """
+    for queue in (settings.queue, settings.dead_letter_queue):
+        await channel.queue_delete(queue)
+    for exchange in (settings.exchange, settings.dead_letter_exchange):
+        await channel.exchange_delete(exchange)

@@ -25,6 +25,7 @@ import orjson
 
 from aggregator.settings import Settings
 from aggregator.store import DedupStore, Stats
+from aggregator.topology import delete_topology
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,11 +123,7 @@ def last_json_line(path: Path) -> dict[str, Any]:
 async def delete_names(settings: Settings) -> None:
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
-        channel = await connection.channel()
-        for queue in (settings.queue, settings.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (settings.exchange, settings.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        await delete_topology(await connection.channel(), settings)
 
 
 async def queue_depth(amqp_url: str, queue: str) -> int:

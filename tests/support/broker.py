@@ -19,6 +19,7 @@ import aio_pika
 import aio_pika.abc
 import orjson
 
+from aggregator import topology
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
 from scripts.amqp_probe import broker_answers
@@ -75,11 +76,7 @@ async def delete_topology(settings: Settings) -> None:
     """Remove the test's exchanges and queues so the shared broker does not accumulate them."""
     connection = await aio_pika.connect(settings.amqp_url)
     async with connection:
-        channel = await connection.channel()
-        for queue in (settings.queue, settings.dead_letter_queue):
-            await channel.queue_delete(queue)
-        for exchange in (settings.exchange, settings.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+        await topology.delete_topology(await connection.channel(), settings)
 
 
 def event_body(event_id: str, topic: str = "app.log", **fields: object) -> dict[str, object]:
