@@ -1,26 +1,19 @@
-"""The event: its schema, how a request body or an AMQP body becomes events, and the wire format.
+"""The event: its schema and its one canonical encoding.
 
-Both the API (which validates before it publishes) and the worker (which validates again, because
-any AMQP client may publish) use this module, so the two can never disagree on what an event is.
+An event's JSON is re-encoded once, here, from what was parsed: the API publishes these bytes and
+the worker stores the payload's, so what was accepted is what is stored. How request bodies and
+AMQP bodies become events (and what is refused) is :mod:`aggregator.decoding`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any
 
 import orjson
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 CONTENT_TYPE = "application/json"
 
@@ -103,117 +96,20 @@ class Event(BaseModel):
     def key(self) -> tuple[str, str]:
         return (self.topic, self.event_id)
 
-    def to_wire(self) -> bytes:
-        """The AMQP body: the five fields as UTF-8 JSON."""
+    @cached_property
+    def payload_json(self) -> bytes:
+        """The payload as stored: orjson's encoding of what was parsed."""
+        return orjson.dumps(self.payload)
+
+    @cached_property
+    def wire(self) -> bytes:
+        """The AMQP body: the five fields as UTF-8 JSON, the payload as :attr:`payload_json`."""
         return orjson.dumps(
             {
                 "topic": self.topic,
                 "event_id": self.event_id,
                 "timestamp": self.timestamp,
                 "source": self.source,
-                "payload": self.payload,
+                "payload": orjson.Fragment(self.payload_json),
             }
         )
-
-
-_EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
-
-
-class InvalidBody(ValueError):
-    """The body is not JSON, or not an event, a list of events or ``{"events": [...]}``."""
-
-
-class InvalidEvents(ValueError):
-    """One or more events failed validation; ``errors`` is in FastAPI's 422 shape."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__(f"{len(errors)} validation error(s)")
-        self.errors = errors
-
-
-class TooManyEvents(ValueError):
-    """The batch holds more events than allowed."""
-
-
-def parse_request_body(body: bytes, *, max_batch: int) -> list[Event]:
-    """Events from a ``POST /publish`` body: one event, a JSON array, or ``{"events": [...]}``.
-
-    All or nothing: any invalid event raises :class:`InvalidEvents` naming each bad index and field.
-    """
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidBody(f"body is not valid JSON: {exc}") from None
-
-    prefix: tuple[str | int, ...]
-    if isinstance(document, list):
-        items: Sequence[Any] = document
-        prefix = ("body",)
-    elif isinstance(document, dict) and "events" in document and "topic" not in document:
-        if set(document) != {"events"} or not isinstance(document["events"], list):
-            raise InvalidEvents(
-                [
-                    {
-                        "loc": ["body"],
-                        "msg": 'an envelope must be exactly {"events": [...]}',
-                        "type": "envelope",
-                    }
-                ]
-            )
-        items = document["events"]
-        prefix = ("body", "events")
-    elif isinstance(document, dict):
-        return [_validate_one(document)]
-    else:
-        raise InvalidEvents(
-            [
-                {
-                    "loc": ["body"],
-                    "msg": 'expected an event, an array of events or {"events": [...]}',
-                    "type": "model_type",
-                }
-            ]
-        )
-
-    if not items:
-        raise InvalidEvents(
-            [{"loc": list(prefix), "msg": "the batch is empty", "type": "too_short"}]
-        )
-    if len(items) > max_batch:
-        raise TooManyEvents(f"{len(items)} events in one request; the limit is {max_batch}")
-    try:
-        return _EVENT_LIST.validate_python(items)
-    except ValidationError as exc:
-        raise InvalidEvents(_fastapi_errors(exc, prefix)) from None
-
-
-def _validate_one(document: dict[str, Any]) -> Event:
-    try:
-        return Event.model_validate(document)
-    except ValidationError as exc:
-        raise InvalidEvents(_fastapi_errors(exc, ("body",))) from None
-
-
-def _fastapi_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[dict[str, Any]]:
-    return [
-        {"loc": [*prefix, *error["loc"]], "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_context=False, include_input=False)
-    ]
-
-
-def decode_wire(body: bytes) -> Event:
-    """The event in an AMQP body; raises ``ValueError`` with a one-line reason for poison."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"body is JSON {type(document).__name__}, not an event object")
-    try:
-        return Event.model_validate(document)
-    except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise ValueError(f"not a valid event: {reasons}") from None

@@ -30,15 +30,17 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     max_batch: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # The largest single event, as JSON re-encoded the way it is published and stored: 413 over
+    # HTTP, dead-lettered over AMQP. Also bounds what one message costs the worker.
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     # A publish whose confirm has not come back by then answers 503 (the contract's 5 s bound).
     confirm_timeout_s: float = Field(default=4.0, gt=0)
 
-    # The worker stores up to batch_size deliveries in one transaction, waiting at most
-    # batch_ms for a batch to fill.
+    # The worker stores up to batch_size deliveries and batch_bytes of bodies in one
+    # transaction, waiting at most batch_ms for a batch to fill.
     batch_size: int = Field(default=500, ge=1)
+    batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     batch_ms: float = Field(default=20.0, ge=0)
-    # In-process attempts at a transient store failure before the batch is requeued.
-    store_attempts: int = Field(default=3, ge=1)
     # How long the worker keeps retrying its first connection before it gives up.
     connect_timeout_s: float = Field(default=60.0, ge=0)
     reconnect_interval_s: float = Field(default=1.0, gt=0)

@@ -183,4 +183,4 @@ class WireEvent(NamedTuple):
 
 def wire_events(spec: LoadSpec) -> list[WireEvent]:
     """The whole load serialised up front, so building it does not count in the send time."""
-    return [WireEvent(e.topic, e.event_id, e.to_wire()) for e in generate_events(spec)]
+    return [WireEvent(e.topic, e.event_id, e.wire) for e in generate_events(spec)]
