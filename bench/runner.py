@@ -24,7 +24,7 @@ import httpx
 import orjson
 
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, Stats
+from aggregator.store import SqliteStore, Stats
 from aggregator.topology import delete_topology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ async def queue_depth(amqp_url: str, queue: str) -> int:
 
 
 async def read_stats(db_path: Path) -> Stats:
-    store = await DedupStore.open(db_path)
+    store = await SqliteStore.open(db_path)
     try:
         return await store.stats()
     finally:
@@ -149,7 +149,7 @@ async def poll_stats(
 
     Returns (time of the first non-zero reading, ``received`` then, time of the last reading).
     """
-    store = await DedupStore.open(db_path)
+    store = await SqliteStore.open(db_path)
     try:
         first_at, first_received = 0.0, 0
         deadline = time.monotonic() + timeout

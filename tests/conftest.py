@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.settings import Settings
-from aggregator.store import DedupStore
+from aggregator.store import DedupStore, SqliteStore
 from tests.support.broker import NoBroker, delete_topology, test_broker_url
 
 
@@ -48,6 +48,6 @@ async def settings(amqp_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[DedupStore]:
-    store = await DedupStore.open(tmp_path / "unit.db")
+    store = await SqliteStore.open(tmp_path / "unit.db")
     yield store
     await store.close()

@@ -24,7 +24,7 @@ import pytest
 
 from aggregator.healthcheck import answers, probes_for
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, Stats
+from aggregator.store import DedupStore, SqliteStore, Stats
 from tests.support.broker import event_body, publish_raw, queue_depth
 from tests.support.exactly_once import (
     assert_stored_exactly_once,
@@ -143,7 +143,7 @@ def _open_new_store(path: Path, start: Barrier, stagger_s: float) -> None:
 
 
 async def _open_and_close(path: Path) -> None:
-    store = await DedupStore.open(path)
+    store = await SqliteStore.open(path)
     try:
         await store.stats()
     finally:
@@ -211,7 +211,7 @@ async def test_three_supervised_workers_drain_20000_events_with_20_percent_dupli
     assert sum(handled.values()) == PUBLISHED, handled
     assert sum(count > 0 for count in handled.values()) >= 2, handled
 
-    store = await DedupStore.open(settings.db_path)
+    store = await SqliteStore.open(settings.db_path)
     try:
         stats = await assert_stored_exactly_once(store, settings, events)
     finally:
@@ -239,7 +239,7 @@ async def test_three_independent_workers_share_the_store_while_events_are_publis
         for worker in workers:
             await log_matches(worker, CONSUMING, 1)
 
-        store = await DedupStore.open(settings.db_path)
+        store = await SqliteStore.open(settings.db_path)
         try:
             half = len(messages) // 2
             chunk = 1000
@@ -296,7 +296,7 @@ async def test_supervised_workers_serve_their_own_metrics_ports_and_stop_on_sigt
 
         events = make_events(300, "metrics")
         await publish_raw(settings, wire(events))
-        store = await DedupStore.open(settings.db_path)
+        store = await SqliteStore.open(settings.db_path)
         try:
             await wait_for_received(store, len(events), [group])
         finally:

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from aggregator.errors import RowRefused, StoreUnavailable
 from aggregator.events import Event
-from aggregator.store import DedupStore
+from aggregator.store import DedupStore, SqliteStore
+from aggregator.store.sqlite import translate
 
 
 def make_event(event_id: str, topic: str = "app.log", **extra: Any) -> Event:
@@ -117,12 +119,12 @@ async def test_stored_fields_round_trip(store: DedupStore) -> None:
 
 async def test_everything_persists_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "agg.db"  # the parent folders are created
-    store = await DedupStore.open(path)
+    store = await SqliteStore.open(path)
     await store.store_events([make_event("a"), make_event("b"), make_event("a")])
     await store.add_dead_lettered(1)
     await store.close()
 
-    reopened = await DedupStore.open(path)
+    reopened = await SqliteStore.open(path)
     try:
         stats = await reopened.stats()
         assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (3, 2, 1)
@@ -135,8 +137,8 @@ async def test_everything_persists_across_reopen(tmp_path: Path) -> None:
 
 
 async def test_wal_mode_lets_a_reader_see_committed_rows(tmp_path: Path) -> None:
-    writer = await DedupStore.open(tmp_path / "agg.db")
-    reader = await DedupStore.open(tmp_path / "agg.db")
+    writer = await SqliteStore.open(tmp_path / "agg.db")
+    reader = await SqliteStore.open(tmp_path / "agg.db")
     try:
         await writer.store_events([make_event("a")])
         assert (await reader.stats()).unique_processed == 1
@@ -147,12 +149,12 @@ async def test_wal_mode_lets_a_reader_see_committed_rows(tmp_path: Path) -> None
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_a_locked_database_fails_after_the_busy_timeout(tmp_path: Path) -> None:
-    store = await DedupStore.open(tmp_path / "agg.db", busy_timeout_ms=50)
+async def test_a_locked_database_is_unavailable_after_the_busy_timeout(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "agg.db", busy_timeout_ms=50)
     blocker = sqlite3.connect(tmp_path / "agg.db", isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(StoreUnavailable, match="locked"):
             await store.store_events([make_event("a")])
         blocker.execute("ROLLBACK")
         # Nothing half-written: the failed batch left no row and no count behind.
@@ -165,8 +167,8 @@ async def test_a_locked_database_fails_after_the_busy_timeout(tmp_path: Path) ->
 
 
 async def test_two_writers_on_one_file_never_store_an_event_twice(tmp_path: Path) -> None:
-    first = await DedupStore.open(tmp_path / "agg.db")
-    second = await DedupStore.open(tmp_path / "agg.db")
+    first = await SqliteStore.open(tmp_path / "agg.db")
+    second = await SqliteStore.open(tmp_path / "agg.db")
     try:
         # Ten overlapping batches of 200 (ids 0..1099), written by two connections at once.
         batches = [[make_event(str(i)) for i in range(s, s + 200)] for s in range(0, 1000, 100)]
@@ -186,3 +188,60 @@ async def test_two_writers_on_one_file_never_store_an_event_twice(tmp_path: Path
     finally:
         await first.close()
         await second.close()
+
+
+async def test_the_canary_write_leaves_nothing_behind(store: DedupStore) -> None:
+    await store.check_writable()
+    stats = await store.stats()
+    assert (stats.received, stats.unique_processed, stats.topics) == (0, 0, {})
+    assert await store.events_after(after_seq=0, limit=10) == ([], False)
+
+
+def test_driver_errors_become_the_projects_own() -> None:
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL
+    assert isinstance(translate(full), StoreUnavailable)
+    io_error = sqlite3.OperationalError("disk I/O error")
+    io_error.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE
+    assert isinstance(translate(io_error), StoreUnavailable)
+    constraint = sqlite3.IntegrityError("NOT NULL constraint failed")
+    constraint.sqlite_errorcode = sqlite3.SQLITE_CONSTRAINT_NOTNULL
+    assert isinstance(translate(constraint), RowRefused)
+    assert isinstance(translate(sqlite3.ProgrammingError("closed")), StoreUnavailable)
+
+
+async def test_a_deleted_file_is_unavailable_and_a_restored_one_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "agg.db"
+    store = await SqliteStore.open(path)
+    try:
+        await store.store_events([make_event("before")])
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(path) as source, sqlite3.connect(backup) as target:
+            source.backup(target)
+        for leftover in tmp_path.glob("agg.db*"):
+            leftover.unlink()
+        # Nothing is committed into the unlinked file, and readiness says why.
+        with pytest.raises(StoreUnavailable, match="deleted"):
+            await store.store_events([make_event("into-the-void")])
+        with pytest.raises(StoreUnavailable, match="deleted"):
+            await store.ping()
+        backup.rename(path)
+        await store.ping()
+        result = await store.store_events([make_event("after"), make_event("before")])
+        assert [e.event_id for e in result.stored] == ["after"]
+        assert [e.event_id for e in result.duplicates] == ["before"]
+    finally:
+        await store.close()
+
+
+async def test_a_page_stops_at_its_byte_budget(store: DedupStore) -> None:
+    big = {"blob": "x" * 10_000}
+    await store.store_events([make_event(f"e{i}", payload=big) for i in range(10)])
+    page, more = await store.events_after(after_seq=0, limit=1000, max_bytes=25_000)
+    assert [e.event_id for e in page] == ["e0", "e1", "e2"]
+    assert more is True
+    rest, more = await store.events_after(after_seq=page[-1].seq, limit=1000, max_bytes=25_000)
+    assert [e.event_id for e in rest] == ["e3", "e4", "e5"]
+    # One event at least, however small the budget.
+    [single], more = await store.events_after(after_seq=0, limit=1000, max_bytes=1)
+    assert single.event_id == "e0" and more is True

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, Stats
+from aggregator.store import DedupStore, SqliteStore, Stats
 from tests.conftest import make_settings
 from tests.support.broker import delete_topology, publish_raw, queue_depth
 from tests.support.exactly_once import (
@@ -50,7 +50,7 @@ async def small_batches(amqp_url: str, tmp_path: Path) -> AsyncIterator[Settings
 
 async def open_store(settings: Settings) -> DedupStore:
     """The test's own reader on the worker's database (created here, before any worker)."""
-    return await DedupStore.open(settings.db_path)
+    return await SqliteStore.open(settings.db_path)
 
 
 async def first_events_stored(store: DedupStore, worker: Process) -> Stats:

@@ -56,9 +56,16 @@ async def wait_for_exit(process: Process, timeout: float) -> int:
 
 
 async def assert_stored_exactly_once(
-    store: DedupStore, settings: Settings, expected: list[dict[str, object]]
+    store: DedupStore,
+    settings: Settings,
+    expected: list[dict[str, object]],
+    *,
+    dead_lettered: int = 0,
 ) -> Stats:
-    """Every expected event stored once, as published; nothing else; counters consistent."""
+    """Every expected event stored once, as published; nothing else; counters consistent.
+
+    ``dead_lettered``: the poison published beside them, each dead-lettered once.
+    """
     events = await stored_events(store)
     counts = Counter((e.topic, e.event_id) for e in events)
     twice = {key: n for key, n in counts.items() if n > 1}
@@ -82,8 +89,8 @@ async def assert_stored_exactly_once(
     stats = await store.stats()
     assert stats.received == stats.unique_processed + stats.duplicate_dropped, stats
     assert stats.unique_processed == len(by_key), stats
-    assert stats.dead_lettered == 0, stats
+    assert stats.dead_lettered == dead_lettered, stats
     assert stats.topics == dict(Counter(topic for topic, _ in by_key)), stats
     assert await queue_depth(settings, settings.queue) == 0
-    assert await queue_depth(settings, settings.dead_letter_queue) == 0
+    assert await queue_depth(settings, settings.dead_letter_queue) == dead_lettered
     return stats

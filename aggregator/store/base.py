@@ -1,0 +1,111 @@
+"""What a store is: the interface the API and the worker use, and the values it returns.
+
+A store keeps each event once, keyed by ``(topic, event_id)``: the row *is* the dedup record. It
+moves the counters in the same transaction as the rows, and it speaks only the project's own
+exceptions (:class:`~aggregator.errors.StoreUnavailable` when it fails for everything,
+:class:`~aggregator.errors.RowRefused` when it refuses rows of their own accord), so the code
+that decides what to do with a failure imports no driver.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from aggregator.events import Event
+
+# The page of GET /events stops growing past this many payload bytes (it holds one event at
+# least), so a page of large events is not built whole in memory.
+PAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What one batch did: the events newly stored and the ones that were duplicates."""
+
+    stored: list[Event]
+    duplicates: list[Event]
+
+
+@dataclass(frozen=True)
+class Stats:
+    received: int
+    unique_processed: int
+    duplicate_dropped: int
+    dead_lettered: int
+    topics: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    topic: str
+    event_id: str
+    timestamp: str
+    source: str
+    payload_json: bytes
+    processed_at: str
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = orjson.loads(self.payload_json)
+        return payload
+
+
+class DedupStore(Protocol):
+    """The store behind the API (reads) and the worker (writes)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return when the store answers; raise ``StoreUnavailable`` saying why not."""
+
+    async def store_events(self, events: Sequence[Event]) -> StoreResult:
+        """Insert the events not stored yet and count everything, in one transaction.
+
+        Within the batch and against the table, the first occurrence of ``(topic, event_id)``
+        wins; every later one is a duplicate whatever its payload.
+        """
+
+    async def check_writable(self) -> None:
+        """Write a canary event the way :meth:`store_events` would, then roll it back.
+
+        Tells "the store refuses that row" from "the store refuses every row".
+        """
+
+    async def add_dead_lettered(self, count: int) -> None: ...
+
+    async def stats(self) -> Stats: ...
+
+    async def events_after(
+        self,
+        *,
+        after_seq: int,
+        limit: int,
+        topic: str | None = None,
+        max_bytes: int = PAGE_BYTES,
+    ) -> tuple[list[StoredEvent], bool]:
+        """Up to ``limit`` events after ``after_seq`` in processing order, and if more follow.
+
+        The page also ends once its payloads pass ``max_bytes`` (after one event at least).
+        """
+
+
+def canary_event() -> Event:
+    """A throwaway event with a random id, for :meth:`DedupStore.check_writable`."""
+    return Event(
+        topic=".aggregator.canary",
+        event_id=uuid.uuid4().hex,
+        timestamp=utc_now(),
+        source="aggregator",
+        payload={"canary": True},
+    )
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
