@@ -1,101 +1,215 @@
-"""Opening the robust broker connection both processes use, with a bounded first connect."""
+"""The one module that speaks aiormq: consume, ack, nack, reject, and publishing without waits.
+
+Both processes work on aio-pika's robust connection and channels (they reconnect, reopen and
+restore the topology), but the per-message work happens on the aiormq channel underneath:
+no ``IncomingMessage`` or ``Message`` object and no second task per message, which is most of
+aio-pika's per-message cost. Everything above this module sees bytes, tags and :class:`Link`s.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-import time
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
 
-import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.abc import AbstractChannel
 from aiormq import spec
-from yarl import URL
+from aiormq.abc import DeliveredMessage
 
+from aggregator.connection import BROKER_ERRORS
 from aggregator.events import CONTENT_TYPE
-from aggregator.settings import Settings
+from aggregator.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the broker did not do it": connection or channel loss, nack, return, timeout.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_EXCEPTIONS, asyncio.TimeoutError)
-
-
 PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on a redelivery
+# Every call here ends: a broker that stopped answering (a half-open connection) costs at most
+# this long per call, never a worker that holds its deliveries forever.
+CALL_TIMEOUT_S = 10.0
 
 
-class BrokerUnreachable(ConnectionError):
-    """The broker did not accept a connection before the deadline."""
+class Link:
+    """One AMQP channel as the rest of the code sees it: deliveries settle only on theirs."""
+
+    __slots__ = ("_channel", "number")
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self._channel = channel
+        self.number = channel.number
+
+    @property
+    def is_open(self) -> bool:
+        return not self._channel.is_closed
+
+    def closed(self) -> asyncio.Future[object]:
+        """A future done once the channel has closed (already done if it has)."""
+        return cast(asyncio.Future[object], self._channel.closing)
+
+    # Two Links of one channel (a consumer paused and resumed on it) are the same Link.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Link) and other._channel is self._channel
+
+    def __hash__(self) -> int:
+        return id(self._channel)
+
+    def __repr__(self) -> str:
+        return f"<Link channel={self.number} {'open' if self.is_open else 'closed'}>"
 
 
-def redacted(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
+@dataclass(frozen=True, slots=True, eq=False)
+class Delivery:
+    """A message the broker delivered to a consumer, until it is settled on its :class:`Link`."""
+
+    body: bytes
+    tag: int
+    link: Link
+    exchange: str
+    routing_key: str
+    message_id: str | None
+    redelivered: bool
+    # Earlier deliveries of this message: the quorum queue's x-delivery-count, else 1 for a
+    # redelivery the queue does not count (a classic queue), else 0.
+    delivery_count: int
+    _message: DeliveredMessage
 
 
-async def connect(
-    settings: Settings, *, client_name: str, give_up_after_s: float | None
-) -> AbstractRobustConnection:
-    """A robust connection; the first attempt is retried until ``give_up_after_s`` (None: forever).
+def _delivery(message: DeliveredMessage, link: Link) -> Delivery:
+    redelivered = bool(message.redelivered)
+    count = 0
+    if redelivered:
+        headers = message.header.properties.headers or {}
+        raw = headers.get(DELIVERY_COUNT_HEADER)
+        count = raw if isinstance(raw, int) and raw > 0 else 1
+    tag = message.delivery_tag
+    assert tag is not None, "a consumed delivery always has a tag"
+    return Delivery(
+        body=message.body,
+        tag=tag,
+        link=link,
+        exchange=message.exchange or "",
+        routing_key=message.routing_key or "",
+        message_id=message.header.properties.message_id,
+        redelivered=redelivered,
+        delivery_count=count,
+        _message=message,
+    )
 
-    ``connect_robust`` reconnects by itself after a loss, but its first connect raises when the
-    broker is not up yet, which is normal when containers start in any order.
-    """
-    started = time.monotonic()
-    delay = 0.2
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            connection = await aio_pika.connect_robust(
-                settings.amqp_url,
-                reconnect_interval=settings.reconnect_interval_s,
-                client_properties={"connection_name": client_name},
-            )
-        except CONNECTION_EXCEPTIONS as exc:
-            waited = time.monotonic() - started
-            if give_up_after_s is not None and waited + delay > give_up_after_s:
-                raise BrokerUnreachable(
-                    f"cannot reach the broker at {redacted(settings.amqp_url)} after "
-                    f"{attempt} attempt(s) in {waited:.1f}s: {exc!r}"
-                ) from exc
+
+@dataclass(frozen=True)
+class Subscription:
+    link: Link
+    consumer_tag: str
+
+
+async def consume(
+    channel: AbstractChannel,
+    queue: str,
+    on_delivery: Callable[[Delivery], None],
+    on_cancelled: Callable[[], None],
+) -> Subscription:
+    """Consume ``queue`` (manual acks) on the aiormq channel under ``channel``."""
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+        link = Link(underlay)
+
+        async def deliver(message: DeliveredMessage) -> None:
+            on_delivery(_delivery(message, link))
+
+        consume_ok = await underlay.basic_consume(queue, deliver)
+    tag = consume_ok.consumer_tag
+    assert tag is not None
+
+    def on_cancel(frame: spec.Basic.Cancel) -> None:
+        if frame.consumer_tag == tag:
+            on_cancelled()
+
+    underlay.on_consumer_cancel_callbacks.add(on_cancel)
+    return Subscription(link, tag)
+
+
+async def cancel(subscription: Subscription) -> None:
+    """Stop the deliveries; the ones in flight still arrive, before the broker's CancelOk."""
+    if not subscription.link.is_open:
+        return
+    try:
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            await subscription.link._channel.basic_cancel(subscription.consumer_tag)
+    except BROKER_ERRORS as exc:
+        raise_if_cancelling()
+        log.warning("could not cancel the consumer cleanly: %r", exc)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One settlement frame: ``ack``, or ``nack`` (a return, not a failure) or ``reject``."""
+
+    method: Literal["ack", "nack", "reject"]
+    link: Link
+    tag: int
+    multiple: bool = False
+    requeue: bool = False
+
+
+async def send_frames(frames: Sequence[Frame]) -> None:
+    """Send the frames in order; those of a closed channel are moot (the broker redelivers)."""
+    for frame in frames:
+        channel = frame.link._channel
+        if channel.is_closed:
             log.warning(
-                "broker at %s not reachable (attempt %d): %r; retrying in %.1fs",
-                redacted(settings.amqp_url),
-                attempt,
-                exc,
-                delay,
+                "channel %d closed before %s of tag %d; the broker redelivers",
+                frame.link.number,
+                frame.method,
+                frame.tag,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
             continue
-        log.info("connected to broker at %s as %s", redacted(settings.amqp_url), client_name)
-        _log_lifecycle(connection, client_name)
-        return connection
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                if frame.method == "ack":
+                    await channel.basic_ack(frame.tag, multiple=frame.multiple)
+                elif frame.method == "nack":
+                    await channel.basic_nack(
+                        frame.tag, multiple=frame.multiple, requeue=frame.requeue
+                    )
+                else:
+                    await channel.basic_reject(frame.tag, requeue=frame.requeue)
+        except BROKER_ERRORS as exc:
+            raise_if_cancelling()
+            log.warning(
+                "could not %s tag %d: %r; the broker redelivers", frame.method, frame.tag, exc
+            )
 
 
-def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> None:
-    """One line when the connection is lost and one when it is back, not one per attempt."""
-    lost = False
+async def publish_copy(
+    channel: AbstractChannel,
+    delivery: Delivery,
+    *,
+    exchange: str,
+    headers: dict[str, str],
+    timeout: float,
+) -> None:
+    """Publish the delivery's body unchanged, its properties kept plus ``headers``; confirmed."""
+    properties = copy.copy(delivery._message.header.properties)
+    properties.headers = {**(properties.headers or {}), **headers}
+    properties.delivery_mode = PERSISTENT
+    async with asyncio.timeout(timeout):
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_publish(
+            delivery.body,
+            exchange=exchange,
+            routing_key=delivery.routing_key,
+            properties=properties,
+            mandatory=True,
+        )
 
-    def on_close(_: Any, exc: BaseException | None = None) -> None:
-        nonlocal lost
-        # A close we asked for arrives as None or CancelledError; anything else is a loss.
-        if exc is None or isinstance(exc, asyncio.CancelledError) or lost:
-            return
-        lost = True
-        log.warning("%s lost its broker connection: %r; reconnecting", client_name, exc)
 
-    def on_reconnect(_: Any) -> None:
-        nonlocal lost
-        lost = False
-        log.info("%s reconnected to the broker", client_name)
-
-    connection.close_callbacks.add(on_close)
-    connection.reconnect_callbacks.add(on_reconnect)
+def is_ack(result: object) -> bool:
+    """Whether a publish result is the broker's ``Basic.Ack`` (anything else is a failure)."""
+    return isinstance(result, spec.Basic.Ack)
 
 
 async def publish_pipelined(
@@ -105,25 +219,22 @@ async def publish_pipelined(
 
     Returns one result per message, in order: the broker's ``Basic.Ack``, or the exception
     (a nack, a return as unroutable with ``on_return_raises``, a lost channel). Published in the
-    contract's wire format (JSON, persistent, ``message_id``) with ``mandatory=True``, straight
-    on the aiormq channel under aio-pika's robust one: no ``Message`` object per event, and
+    contract's wire format (JSON, persistent, ``message_id``) with ``mandatory=True``;
     ``wait=False`` lets the next publish take the channel's lock without waiting for this frame
     to reach the socket. Confirms and raising on returns are the channel's, as through aio-pika.
     """
     underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-    return await asyncio.gather(
-        *(
-            underlay.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=spec.Basic.Properties(
-                    content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id
-                ),
-                mandatory=True,
-                wait=False,
-            )
-            for routing_key, body, message_id in messages
-        ),
-        return_exceptions=True,
-    )
+    publishes: list[Awaitable[object]] = [
+        underlay.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=spec.Basic.Properties(
+                content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id
+            ),
+            mandatory=True,
+            wait=False,
+        )
+        for routing_key, body, message_id in messages
+    ]
+    return await asyncio.gather(*publishes, return_exceptions=True)

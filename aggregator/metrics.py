@@ -8,14 +8,14 @@ broker (a passive declare) on a timer, never per scrape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aio_pika
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aggregator.amqp import BROKER_ERRORS
+from aggregator.connection import BROKER_ERRORS, close_quietly
 from aggregator.settings import Settings
+from aggregator.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,17 @@ class QueueGauges:
         )
 
     async def refresh_forever(self, settings: Settings, interval_s: float) -> None:
-        """Read both queues every ``interval_s`` on a connection of its own; never raises."""
+        """Read both queues every ``interval_s`` on a connection of its own, until cancelled.
+
+        Broker errors are waited out; a cancel always ends it, also one that aiormq turned into
+        a broker error while a channel was opening.
+        """
         while True:
+            raise_if_cancelling()
             try:
                 connection = await aio_pika.connect(settings.amqp_url, timeout=5)
             except BROKER_ERRORS as exc:
+                raise_if_cancelling()
                 log.debug("queue gauges: broker not reachable: %r", exc)
                 await asyncio.sleep(interval_s)
                 continue
@@ -53,8 +59,11 @@ class QueueGauges:
                 async with connection:
                     while True:
                         await self.refresh(connection, settings)
+                        # A close inside refresh() can take a cancel without raising it.
+                        raise_if_cancelling()
                         await asyncio.sleep(interval_s)
             except BROKER_ERRORS as exc:
+                raise_if_cancelling()
                 log.debug("queue gauges: lost the broker: %r", exc)
                 await asyncio.sleep(interval_s)
 
@@ -69,8 +78,7 @@ class QueueGauges:
             except aio_pika.exceptions.ChannelNotFoundEntity:
                 continue
             finally:
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await channel.close()
+                await close_quietly(channel)
             result = declared.declaration_result
             self.messages.labels(name).set(result.message_count or 0)
             self.consumers.labels(name).set(result.consumer_count or 0)
@@ -121,14 +129,21 @@ class WorkerMetrics:
             "agg_worker_dead_lettered", "Poison messages copied to the dead-letter queue"
         )
         self.transient_retries = counter(
-            "agg_worker_transient_retries", "Store attempts retried after a transient failure"
+            "agg_worker_transient_retries", "Store attempts that failed and will be retried"
         )
         self.requeued = counter(
-            "agg_worker_requeued", "Deliveries rejected with requeue after the retries"
+            "agg_worker_requeued",
+            "Deliveries given back to the queue unsettled (stopping while the store is down, or"
+            " a dead-letter copy the broker did not confirm)",
+        )
+        self.store_up = Gauge(
+            "agg_worker_store_up",
+            "1 while the store takes writes, 0 while the worker holds deliveries for it",
+            registry=self.registry,
         )
         self.commit_seconds = Histogram(
             "agg_worker_store_commit_seconds",
-            "Time to store one batch (one SQLite transaction)",
+            "Time to store one batch (one transaction)",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )

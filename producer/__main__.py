@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
-from aggregator.amqp import BrokerUnreachable
+from aggregator.errors import BrokerUnreachable
 from aggregator.logs import configure_logging
 from aggregator.settings import Settings
 from producer.load import FIXED_START, MAX_PAYLOAD_BYTES, LoadSpec

@@ -23,7 +23,8 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq import spec
 
-from aggregator.amqp import BROKER_ERRORS, connect, publish_pipelined, redacted
+from aggregator.amqp import publish_pipelined
+from aggregator.connection import BROKER_ERRORS, connect, redacted
 from aggregator.events import CONTENT_TYPE
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
-from aggregator.store import DedupStore
+from aggregator.store import SqliteStore
 from api.app import create_app
 from tests.conftest import make_settings
 from tests.support.broker import delete_topology, event_body, publish_raw
@@ -82,25 +82,34 @@ async def _gauge(metrics: WorkerMetrics, queue: str) -> float:
     return value(metrics, "agg_queue_messages", queue=queue)
 
 
-async def test_transient_failures_count_retries_and_requeues(amqp_url: str, tmp_path: Path) -> None:
-    settings = make_settings(
-        amqp_url, tmp_path, store_attempts=2, sqlite_busy_timeout_ms=20, delivery_limit=1
-    )
-    store = await DedupStore.open(settings.db_path)
+async def test_a_store_outage_shows_in_store_up_and_retries(amqp_url: str, tmp_path: Path) -> None:
+    settings = make_settings(amqp_url, tmp_path, sqlite_busy_timeout_ms=20, delivery_limit=1)
+    store = await SqliteStore.open(settings.db_path)
     await store.close()
     blocker = sqlite3.connect(settings.db_path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
         async with running_worker(settings) as consumer:
+            metrics = consumer.metrics
+            assert value(metrics, "agg_worker_store_up") == 1
             await publish_raw(settings, [("app.log", orjson.dumps(event_body("x")))])
 
-            async def requeued() -> float:
-                return value(consumer.metrics, "agg_worker_requeued_total")
+            async def retries() -> float:
+                return value(metrics, "agg_worker_transient_retries_total")
 
-            await eventually(requeued, lambda v: v >= 1, what="a requeue")
-            assert value(consumer.metrics, "agg_worker_transient_retries_total") >= 1
-            assert value(consumer.metrics, "agg_worker_events_stored_total") == 0
+            await eventually(retries, lambda v: v >= 3, what="retries of the locked store")
+            assert value(metrics, "agg_worker_store_up") == 0
+            # Held, not given back: nothing requeued, stored or dead-lettered.
+            assert value(metrics, "agg_worker_requeued_total") == 0
+            assert value(metrics, "agg_worker_events_stored_total") == 0
             blocker.execute("ROLLBACK")
+
+            async def stored() -> float:
+                return value(metrics, "agg_worker_events_stored_total")
+
+            await eventually(stored, lambda v: v == 1, what="the event stored after the outage")
+            assert value(metrics, "agg_worker_store_up") == 1
+            assert value(metrics, "agg_worker_dead_lettered_total") == 0
     finally:
         blocker.close()
         await delete_topology(settings)
@@ -194,3 +203,5 @@ async def test_api_counts_503_by_reason(tmp_path: Path) -> None:
             assert response.status_code == 503
     assert api_value(app, "agg_api_requests_rejected_total", reason="not_connected") == 1
     assert api_value(app, "agg_api_events_confirmed_total") == 0
+    # Never handed to the broker, so never counted as published.
+    assert api_value(app, "agg_api_events_published_total") == 0

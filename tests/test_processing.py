@@ -1,17 +1,24 @@
-"""The worker's processing logic, with no AMQP message object: decode, store, retry, poison."""
+"""The worker's processing logic, with no AMQP object: decode, store, hold, split, poison."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import orjson
 import pytest
 
+from aggregator.errors import RowRefused, StoreUnavailable
 from aggregator.events import Event
-from aggregator.store import DedupStore, StoreResult
-from worker.processing import BatchProcessor, StoreUnavailable
+from aggregator.metrics import WorkerMetrics
+from aggregator.store import SqliteStore, StoreResult
+from worker.processing import Abandoned, BatchProcessor
+
+MAX_EVENT_BYTES = 1024 * 1024
 
 
 def wire(event_id: str, topic: str = "app.log") -> bytes:
@@ -26,78 +33,149 @@ def wire(event_id: str, topic: str = "app.log") -> bytes:
     )
 
 
-class LockedFirst(DedupStore):
-    """A real store whose first ``failures`` writes fail as a locked database would."""
+class Faulty(SqliteStore):
+    """A real SQLite store with faults: unavailable for a while, or refusing some rows."""
 
-    def __init__(self, store: DedupStore, failures: int) -> None:
-        super().__init__(store._db)
-        self.failures = failures
-        self.calls = 0
+    unavailable_for = 0  # store_events calls that fail as unavailable first
+    refuse: frozenset[str] = frozenset()  # event ids whose batch the store refuses
+    refusal: type[Exception] = RowRefused
+    refuse_canary = False
+    calls = 0
 
     async def store_events(self, events: Sequence[Event]) -> StoreResult:
         self.calls += 1
-        if self.calls <= self.failures:
-            raise sqlite3.OperationalError("database is locked")
+        if self.calls <= self.unavailable_for:
+            raise StoreUnavailable("SQLite: database is locked (SQLITE_BUSY)")
+        if any(event.event_id in self.refuse for event in events):
+            raise self.refusal("refused")
         return await super().store_events(events)
 
+    async def check_writable(self) -> None:
+        if self.refuse_canary:
+            raise TypeError("every row fails")
+        await super().check_writable()
 
-async def test_valid_duplicate_and_poison_in_one_batch(store: DedupStore) -> None:
-    processor = BatchProcessor(store, attempts=1)
+
+@pytest.fixture
+async def faulty(tmp_path: Path) -> AsyncIterator[Faulty]:
+    store = await Faulty.open(tmp_path / "faulty.db")
+    yield store
+    await store.close()
+
+
+def sample(metrics: WorkerMetrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name)
+
+
+def processor(store: SqliteStore, metrics: WorkerMetrics | None = None) -> BatchProcessor:
+    return BatchProcessor(
+        store,
+        max_event_bytes=MAX_EVENT_BYTES,
+        metrics=metrics,
+        first_backoff_s=0.001,
+        max_backoff_s=0.004,
+    )
+
+
+async def test_valid_duplicate_and_poison_in_one_batch(faulty: Faulty) -> None:
     bodies = [wire("a"), b"not json", wire("b"), wire("a"), b'{"topic": "t"}', wire("a", "other")]
-    outcome = await processor.process(bodies)
-    assert [(e.topic, e.event_id) for e in outcome.stored] == [
-        ("app.log", "a"),
-        ("app.log", "b"),
-        ("other", "a"),
-    ]
-    assert [e.event_id for e in outcome.duplicates] == ["a"]
+    outcome = await processor(faulty).process(bodies, abandon=asyncio.Event())
+    assert outcome.stored == [0, 2, 5]
+    assert outcome.duplicates == [3]
     assert [p.index for p in outcome.poison] == [1, 4]
     assert "JSON" in outcome.poison[0].reason
     assert "event_id" in outcome.poison[1].reason
-    stats = await store.stats()
+    stats = await faulty.stats()
     assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (4, 3, 1)
     assert stats.dead_lettered == 0  # counted by the consumer once the copy is confirmed
 
 
-async def test_a_batch_of_only_poison_touches_nothing(store: DedupStore) -> None:
-    outcome = await BatchProcessor(store, attempts=1).process([b"", b"[]"])
+async def test_a_batch_of_only_poison_touches_nothing(faulty: Faulty) -> None:
+    outcome = await processor(faulty).process([b"", b"[]"], abandon=asyncio.Event())
     assert len(outcome.poison) == 2
-    assert (await store.stats()).received == 0
+    assert faulty.calls == 0
+    assert (await faulty.stats()).received == 0
 
 
-async def test_transient_failure_is_retried_then_stored(store: DedupStore) -> None:
-    flaky = LockedFirst(store, failures=2)
-    processor = BatchProcessor(flaky, attempts=3, first_backoff_s=0.001)
-    outcome = await processor.process([wire("a")])
-    assert flaky.calls == 3
-    assert len(outcome.stored) == 1
+async def test_an_unavailable_store_holds_the_batch_and_says_so_once(
+    faulty: Faulty, caplog: pytest.LogCaptureFixture
+) -> None:
+    faulty.unavailable_for = 12
+    metrics = WorkerMetrics()
+    with caplog.at_level(logging.INFO, logger="worker.processing"):
+        outcome = await processor(faulty, metrics).process([wire("a")], abandon=asyncio.Event())
+    assert faulty.calls == 13
+    assert outcome.stored == [0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.processing"]
+    assert len(lines) == 2, lines  # one when it went down, one when it came back
+    assert lines[0].startswith("store unavailable") and "available again" in lines[1]
+    assert sample(metrics, "agg_worker_store_up") == 1
+    assert sample(metrics, "agg_worker_transient_retries_total") == 12
 
 
-async def test_retries_are_bounded(store: DedupStore) -> None:
-    flaky = LockedFirst(store, failures=10)
-    processor = BatchProcessor(flaky, attempts=3, first_backoff_s=0.001)
-    with pytest.raises(StoreUnavailable, match="locked"):
-        await processor.process([wire("a")])
-    assert flaky.calls == 3
-    assert (await store.stats()).received == 0
+async def test_abandon_while_held_settles_nothing(faulty: Faulty) -> None:
+    faulty.unavailable_for = 10**9
+    metrics = WorkerMetrics()
+    abandon = asyncio.Event()
+    work = asyncio.create_task(
+        processor(faulty, metrics).process([wire("a"), b"poison"], abandon=abandon)
+    )
+    while faulty.calls < 3:
+        await asyncio.sleep(0.001)  # poll interval: the store is being retried
+    assert sample(metrics, "agg_worker_store_up") == 0
+    abandon.set()
+    with pytest.raises(Abandoned):
+        await asyncio.wait_for(work, 5)
+    assert (await faulty.stats()).received == 0
 
 
-async def test_really_locked_database_gives_up(tmp_path: Path) -> None:
-    store = await DedupStore.open(tmp_path / "agg.db", busy_timeout_ms=20)
-    blocker = sqlite3.connect(tmp_path / "agg.db", isolation_level=None)
+@pytest.mark.parametrize("refusal", [RowRefused, TypeError])
+async def test_a_refused_row_is_poison_alone(faulty: Faulty, refusal: type[Exception]) -> None:
+    faulty.refuse = frozenset({"bad"})
+    faulty.refusal = refusal
+    bodies = [wire(f"ok-{i}") for i in range(40)]
+    bodies.insert(23, wire("bad"))
+    outcome = await processor(faulty).process(bodies, abandon=asyncio.Event())
+    assert [p.index for p in outcome.poison] == [23]
+    assert "refused" in outcome.poison[0].reason
+    assert sorted(outcome.stored) == [i for i in range(41) if i != 23]
+    stats = await faulty.stats()
+    assert (stats.received, stats.unique_processed, stats.dead_lettered) == (40, 40, 0)
+    # Split in halves, not one transaction per event: about 2 * log2(41) attempts.
+    assert faulty.calls <= 14
+
+
+async def test_every_row_refused_is_the_store_not_poison(faulty: Faulty) -> None:
+    faulty.refuse = frozenset({"a"})
+    faulty.refuse_canary = True
+    metrics = WorkerMetrics()
+    abandon = asyncio.Event()
+    work = asyncio.create_task(processor(faulty, metrics).process([wire("a")], abandon=abandon))
+    while faulty.calls < 4:
+        await asyncio.sleep(0.001)  # poll interval: the store is being retried
+    assert sample(metrics, "agg_worker_store_up") == 0
+    abandon.set()
+    with pytest.raises(Abandoned):
+        await asyncio.wait_for(work, 5)
+
+
+async def test_a_locked_database_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "agg.db"
+    store = await SqliteStore.open(path, busy_timeout_ms=20)
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        processor = BatchProcessor(store, attempts=2, first_backoff_s=0.001)
-        with pytest.raises(StoreUnavailable):
-            await processor.process([wire("a")])
-        blocker.execute("ROLLBACK")
-        assert len((await processor.process([wire("a")])).stored) == 1
+        release = threading.Timer(0.5, lambda: blocker.execute("ROLLBACK"))
+        release.start()
+        outcome = await processor(store).process([wire("a")], abandon=asyncio.Event())
+        release.join()
+        assert outcome.stored == [0]
     finally:
         blocker.close()
         await store.close()
 
 
-async def test_dead_letter_count_is_committed(store: DedupStore) -> None:
-    processor = BatchProcessor(store, attempts=1)
-    await processor.count_dead_lettered(3)
-    assert (await store.stats()).dead_lettered == 3
+async def test_dead_letter_count_is_committed(faulty: Faulty) -> None:
+    faulty.unavailable_for = 0
+    await processor(faulty).count_dead_lettered(3, abandon=asyncio.Event())
+    assert (await faulty.stats()).dead_lettered == 3

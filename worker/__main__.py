@@ -15,11 +15,11 @@ import sys
 import prometheus_client
 import uvloop
 
-from aggregator.amqp import BrokerUnreachable
+from aggregator.errors import BrokerUnreachable, StoreUnavailable
 from aggregator.logs import configure_logging
 from aggregator.metrics import WorkerMetrics
 from aggregator.settings import MAX_WORKERS, Settings
-from aggregator.store import DedupStore
+from aggregator.store import open_store
 from worker.consumer import Consumer
 from worker.supervisor import run_workers
 
@@ -31,7 +31,7 @@ class MetricsPortUnavailable(OSError):
 
 
 async def run(settings: Settings, *, drain: bool) -> None:
-    store = await DedupStore.open(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    store = await open_store(settings)
     try:
         metrics = WorkerMetrics()
         if settings.metrics_port and not drain:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_workers(settings, workers=workers, drain=args.drain)
     try:
         uvloop.run(run(settings, drain=args.drain))
-    except (BrokerUnreachable, MetricsPortUnavailable) as exc:
+    except (BrokerUnreachable, MetricsPortUnavailable, StoreUnavailable) as exc:
         log.error("%s", exc)
         return 2
     return 0

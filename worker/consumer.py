@@ -1,46 +1,45 @@
-"""The worker's only contact with the broker: prefetch, batching, acks, rejects, dead-lettering.
+"""The worker's loop: deliveries in, batches through the processor, settlement frames out.
 
-Acknowledgement policy, in one place:
+What is acked, returned or dead-lettered is decided in :mod:`worker.settlement`; which
+deliveries go together in :mod:`worker.batching`; what happens to the bodies in
+:mod:`worker.processing`; every AMQP call is in :mod:`aggregator.amqp`. This module holds the
+deliveries in hand and carries the decisions out.
 
-* A delivery is acked only after its event row (or its duplicate count) is committed, or, for
-  poison, after the dead-letter exchange confirmed the copy and ``dead_lettered`` is committed.
-* A batch is handled by one writer, in delivery order, and finished before the next one starts;
-  so on each channel every delivery up to the batch's last tag is either in the batch or already
-  settled, and one ``ack(multiple=True)`` on that last tag settles exactly the batch.
-* Transient failures (the store stays locked or fails after the in-process retries, the
-  dead-letter publish is not confirmed) reject with requeue; the quorum queue's delivery limit
-  dead-letters a message that keeps failing. Poison is never requeued.
-* A delivery from a channel that has since closed cannot be settled; the broker redelivers it
-  and the dedup row absorbs the repeat.
+Every delivery stays in this object's hands from its arrival until it is settled or its channel
+closes: in ``_in_hand``, or in the one batch being handled. That is what makes
+``ack(multiple=True)`` safe (see :mod:`worker.settlement`), and what makes a delivery that sits
+unprocessed impossible: the loop takes a batch whenever anything is in hand, and every wait in
+it ends (an arrival, the batch window, a stop).
 
-Deliveries are taken straight from the aiormq channel underneath aio-pika's robust channel:
-no ``IncomingMessage`` object and no second task per delivery, which is most of aio-pika's
-per-message cost. The robust connection and channel still reconnect, reopen, restore the QoS
-and the declared topology; re-registering this consumer after a reopen, or after the broker
-cancelled it, is done here (``_resume``).
+Memory follows bytes where it can: a batch (decoded into Python objects, about ten times its
+bytes) is cut at ``AGG_BATCH_BYTES``. What is in hand is bounded by ``AGG_PREFETCH`` messages
+only: RabbitMQ ignores a prefetch size in bytes, and cancelling the consumer does not recall what
+the queue already dispatched to the channel (measured: 400 events of 900 KB arrived whole either
+way). So ``AGG_PREFETCH`` x ``AGG_MAX_EVENT_BYTES`` is the bound; see README.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
 
-import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
-from aiormq import spec
-from aiormq.abc import DeliveredMessage
 
-from aggregator.amqp import BROKER_ERRORS, connect
+from aggregator import amqp
+from aggregator.amqp import Delivery, Subscription
+from aggregator.connection import BROKER_ERRORS, close_quietly, connect
+from aggregator.logs import one_line
 from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
+from aggregator.tasks import raise_if_cancelling, stop_task
 from aggregator.topology import ERROR_HEADER, Topology, declare_topology
-from worker.processing import BatchOutcome, BatchProcessor, StoreUnavailable
+from worker.batching import next_batch
+from worker.processing import Abandoned, BatchOutcome, BatchProcessor
+from worker.settlement import Decided, Verdict, settle
 
 log = logging.getLogger(__name__)
 
@@ -61,31 +60,34 @@ class Consumer:
         self._settings = settings
         self.metrics = metrics or WorkerMetrics()
         self._processor = BatchProcessor(
-            store, attempts=settings.store_attempts, metrics=self.metrics
+            store, max_event_bytes=settings.max_event_bytes, metrics=self.metrics
         )
         self._drain = drain
-        self._buffer: list[DeliveredMessage] = []
+        self._in_hand: list[Delivery] = []
+        self._in_hand_bytes = 0
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._abandon: asyncio.Event | None = None
         self._deliveries = 0
         self._handling = False
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._topology: Topology | None = None
-        # The channel this consumer is registered on, and its tag there.
-        self._consuming_on: aiormq.Channel | None = None
-        self._consumer_tag: str | None = None
+        self._subscription: Subscription | None = None
         self._resuming: asyncio.Task[None] | None = None
         # Set once the consumer is registered with the broker (tests and drain wait on it).
         self.consuming = asyncio.Event()
 
     def stop(self) -> None:
-        """Stop taking deliveries; what was delivered is still stored and acked."""
+        """Stop taking deliveries; what is in hand is still stored and acked (or, while the store
+        is down, given back to the queue)."""
         if not self._stopping.is_set():
             log.info("stopping: finishing the deliveries in hand")
         self._stopping.set()
         self._arrived.set()
+        if self._abandon is not None:
+            self._abandon.set()
 
     async def run(self) -> None:
         settings = self._settings
@@ -94,45 +96,35 @@ class Consumer:
             log.info("worker closed before it reached the broker")
             return
         self._connection = connection
+        tasks: list[asyncio.Task[None]] = []
         try:
-            self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._channel.set_qos(prefetch_count=settings.prefetch)
             self._topology = await declare_topology(self._channel, settings)
-            await self._start_consuming()
+            await self._subscribe()
             self._channel.reopen_callbacks.add(self._on_reopen)
             self.consuming.set()
             # The pid tells apart the workers of one `--workers N` group in shared logs.
             log.info(
-                "consuming queue=%s exchange=%s prefetch=%d batch=%d pid=%d%s",
+                "consuming queue=%s exchange=%s prefetch=%d batch=%d/%dB pid=%d%s",
                 settings.queue,
                 settings.exchange,
                 settings.prefetch,
                 settings.batch_size,
+                settings.batch_bytes,
                 os.getpid(),
                 " (drain mode)" if self._drain else "",
             )
-            watcher = asyncio.create_task(self._watch_drain()) if self._drain else None
-            # A drain run serves no metrics, so it reads no gauges either.
-            gauges = (
-                None
-                if self._drain
-                else asyncio.create_task(
-                    self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
-                )
-            )
-            try:
-                await self._batch_loop()
-            finally:
-                for task in (watcher, gauges, self._resuming):
-                    if task is not None:
-                        task.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await task
+            if self._drain:
+                tasks.append(asyncio.create_task(self._watch_drain(), name="drain-watch"))
+            else:  # a drain run serves no metrics, so it reads no gauges either
+                gauges = self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
+                tasks.append(asyncio.create_task(gauges, name="queue-gauges"))
+            await self._batch_loop()
         finally:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await self._connection.close()
+            for task in (*tasks, self._resuming):
+                await stop_task(task)
+            await close_quietly(connection)
             log.info("worker closed")
 
     async def _connect_unless_stopped(self) -> AbstractRobustConnection | None:
@@ -151,28 +143,37 @@ class Consumer:
             stopping.cancel()
             if not connecting.done():
                 connecting.cancel()
-                await asyncio.wait({connecting})
-        return None if connecting.cancelled() else connecting.result()
+                await asyncio.wait({connecting}, timeout=5)
+        if not connecting.done() or connecting.cancelled():
+            return None
+        return connecting.result()
 
-    async def _start_consuming(self) -> None:
+    # -- deliveries in -------------------------------------------------------------------------
+
+    async def _subscribe(self) -> None:
         assert self._channel is not None
-        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-        consume_ok = await channel.basic_consume(self._settings.queue, self._on_delivery)
-        channel.on_consumer_cancel_callbacks.add(self._on_consumer_cancel)
-        self._consuming_on, self._consumer_tag = channel, consume_ok.consumer_tag
+        self._subscription = await amqp.consume(
+            self._channel,
+            self._settings.queue,
+            self._on_delivery,
+            lambda: self._schedule_resume("the broker cancelled the consumer"),
+        )
 
-    def _on_reopen(self, _: Any) -> None:
+    def _on_delivery(self, delivery: Delivery) -> None:
+        self._in_hand.append(delivery)
+        self._in_hand_bytes += len(delivery.body)
+        self._deliveries += 1
+        self._arrived.set()
+        if self._is_full():
+            self._full.set()
+
+    def _on_reopen(self, _: object) -> None:
         self._schedule_resume("the channel reopened")
-
-    def _on_consumer_cancel(self, frame: spec.Basic.Cancel) -> None:
-        if frame.consumer_tag == self._consumer_tag:
-            log.warning("the broker cancelled the consumer on queue=%s", self._settings.queue)
-            self._schedule_resume("the broker cancelled the consumer")
 
     def _schedule_resume(self, reason: str) -> None:
         if self._stopping.is_set() or (self._resuming is not None and not self._resuming.done()):
             return
-        self._resuming = asyncio.create_task(self._resume(reason))
+        self._resuming = asyncio.create_task(self._resume(reason), name="consumer-resume")
 
     async def _resume(self, reason: str) -> None:
         """Declare the topology again (idempotent) and consume again, until it works or we stop."""
@@ -181,166 +182,177 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 self._topology = await declare_topology(self._channel, self._settings)
-                await self._start_consuming()
+                await self._subscribe()
             except BROKER_ERRORS as exc:
+                raise_if_cancelling()
                 log.warning(
                     "cannot consume again yet (%s): %r; retrying in %.1fs", reason, exc, delay
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
-            log.info("consuming queue=%s again after %s", self._settings.queue, reason)
+            log.info("consuming queue=%s again (%s)", self._settings.queue, reason)
             return
 
-    async def _on_delivery(self, message: DeliveredMessage) -> None:
-        self._buffer.append(message)
-        self._deliveries += 1
-        self._arrived.set()
-        if len(self._buffer) >= self._settings.batch_size:
-            self._full.set()
+    def _is_full(self) -> bool:
+        """Whether a batch would not grow by waiting for more deliveries."""
+        settings = self._settings
+        return (
+            len(self._in_hand) >= settings.batch_size or self._in_hand_bytes >= settings.batch_bytes
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
 
     async def _batch_loop(self) -> None:
-        batch_s = self._settings.batch_ms / 1000
+        settings = self._settings
+        batch_s = settings.batch_ms / 1000
         while True:
-            if not self._buffer:
+            self._forget_closed()
+            if not self._in_hand:
                 if self._stopping.is_set():
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
             if self._stopping.is_set():
-                await self._cancel_consumer()
-            elif len(self._buffer) < self._settings.batch_size and batch_s > 0:
+                await self._unsubscribe()
+            elif not self._is_full() and batch_s > 0:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(batch_s):
                         await self._full.wait()
-            batch = self._buffer[: self._settings.batch_size]
-            del self._buffer[: len(batch)]
-            if len(self._buffer) < self._settings.batch_size:
-                self._full.clear()
+                self._forget_closed()
+            batch = next_batch(
+                self._in_hand, max_count=settings.batch_size, max_bytes=settings.batch_bytes
+            )
+            if not batch:
+                continue
+            taken = {id(delivery) for delivery in batch}
+            self._in_hand = [d for d in self._in_hand if id(d) not in taken]
+            self._in_hand_bytes -= sum(len(delivery.body) for delivery in batch)
             self._handling = True
             try:
                 await self._handle(batch)
             finally:
                 self._handling = False
 
-    async def _cancel_consumer(self) -> None:
-        channel, tag = self._consuming_on, self._consumer_tag
-        self._consuming_on = self._consumer_tag = None
-        if channel is None or tag is None or channel.is_closed:
-            return
-        try:
-            await channel.basic_cancel(tag)
-        except BROKER_ERRORS as exc:
-            log.warning("could not cancel the consumer cleanly: %r", exc)
+    def _forget_closed(self) -> None:
+        """Drop deliveries whose channel closed: they cannot be settled, the broker redelivers."""
+        gone = [delivery for delivery in self._in_hand if not delivery.link.is_open]
+        if gone:
+            log.warning(
+                "%d deliveries came on a channel that has closed; the broker redelivers them",
+                len(gone),
+            )
+            self._in_hand = [delivery for delivery in self._in_hand if delivery.link.is_open]
+            self._in_hand_bytes -= sum(len(delivery.body) for delivery in gone)
 
-    async def _handle(self, batch: Sequence[DeliveredMessage]) -> None:
+    async def _unsubscribe(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await amqp.cancel(subscription)
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
         self.metrics.consumed.inc(len(batch))
+        abandon = asyncio.Event()
+        if self._stopping.is_set():
+            abandon.set()
+        # A closed channel ends the wait for the store: nothing of the batch can be settled.
+        closed = batch[0].link.closed()
+        closed.add_done_callback(lambda _: abandon.set())
+        self._abandon = abandon
         try:
-            outcome = await self._processor.process([message.body for message in batch])
-        except StoreUnavailable as exc:
-            log.error("requeueing %d deliveries: %s", len(batch), exc)
-            self.metrics.requeued.inc(len(batch))
-            await self._settle(batch, requeue=True, whole_batch=True)
+            outcome = await self._processor.process([d.body for d in batch], abandon=abandon)
+            verdicts = await self._dead_letter(batch, outcome, abandon)
+        except Abandoned:
+            if batch[0].link.is_open:
+                # Stopping while the store is down. No new deliveries first (the ones in
+                # flight arrive before the broker's CancelOk), then all of them go back.
+                await self._unsubscribe()
+                await self._give_back([*batch, *self._in_hand])
+            else:
+                log.warning(
+                    "the channel closed while %d deliveries waited for the store; the broker"
+                    " redelivers them",
+                    len(batch),
+                )
             return
-        failed = await self._dead_letter(batch, outcome)
-        if failed:
-            self.metrics.requeued.inc(len(failed))
-            await self._settle(failed, requeue=True, whole_batch=False)
-        await self._settle([m for m in batch if m not in failed], requeue=False, whole_batch=True)
+        finally:
+            self._abandon = None
+            closed.cancel()
+        for event in outcome.duplicate_events:
+            log.info("duplicate dropped: topic=%s event_id=%s", event.topic, event.event_id)
+        decided = [
+            Decided(d.link, d.tag, verdicts.get(i, Verdict.ACK)) for i, d in enumerate(batch)
+        ]
+        others = [(delivery.link, delivery.tag) for delivery in self._in_hand]
+        await amqp.send_frames(settle(decided, others))
+
+    async def _give_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Return deliveries to the queue unsettled: stopping while the store is down."""
+        log.warning("returning %d deliveries to the queue: the store is down", len(deliveries))
+        self.metrics.requeued.inc(len(deliveries))
+        self._in_hand, self._in_hand_bytes = [], 0
+        decided = [Decided(d.link, d.tag, Verdict.RETURN) for d in deliveries if d.link.is_open]
+        await amqp.send_frames(settle(decided, []))
 
     async def _dead_letter(
-        self, batch: Sequence[DeliveredMessage], outcome: BatchOutcome
-    ) -> list[DeliveredMessage]:
-        """Copy each poison delivery to the dead-letter exchange; return the ones not done."""
+        self, batch: Sequence[Delivery], outcome: BatchOutcome, abandon: asyncio.Event
+    ) -> dict[int, Verdict]:
+        """Copy each poison delivery to the dead-letter exchange and count the copies.
+
+        Returns the verdict of each poison index: ACK once copied and counted, RETURN if the
+        broker did not confirm the copy.
+        """
         if not outcome.poison:
-            return []
-        assert self._topology is not None
-        poisoned = [(batch[p.index], p.reason) for p in outcome.poison]
-        results = await asyncio.gather(
-            *(self._publish_dead_letter(message, reason) for message, reason in poisoned),
-            return_exceptions=True,
-        )
-        confirmed: list[tuple[DeliveredMessage, str]] = []
-        failed: list[DeliveredMessage] = []
-        for (message, reason), result in zip(poisoned, results, strict=True):
+            return {}
+        assert self._channel is not None
+        settings = self._settings
+        copies = [
+            amqp.publish_copy(
+                self._channel,
+                batch[poison.index],
+                exchange=settings.dead_letter_exchange,
+                headers={
+                    ERROR_HEADER: one_line(poison.reason, 1000),
+                    "x-original-exchange": batch[poison.index].exchange,
+                    "x-original-routing-key": batch[poison.index].routing_key,
+                },
+                timeout=settings.confirm_timeout_s,
+            )
+            for poison in outcome.poison
+        ]
+        results = await asyncio.gather(*copies, return_exceptions=True)
+        verdicts: dict[int, Verdict] = {}
+        for poison, result in zip(outcome.poison, results, strict=True):
+            delivery = batch[poison.index]
             if isinstance(result, BaseException):
                 log.warning(
-                    "dead-letter publish failed: topic=%s message_id=%s: %r; requeueing it",
-                    message.routing_key,
-                    message.header.properties.message_id,
+                    "dead-letter copy not confirmed: topic=%s message_id=%s: %r; returning it",
+                    delivery.routing_key,
+                    delivery.message_id,
                     result,
                 )
-                failed.append(message)
+                verdicts[poison.index] = Verdict.RETURN
+                self.metrics.requeued.inc()
             else:
-                confirmed.append((message, reason))
-        if confirmed:
-            try:
-                await self._processor.count_dead_lettered(len(confirmed))
-            except StoreUnavailable as exc:
-                # The copies are in the dead-letter queue already; a redelivery copies them
-                # again, which the contract allows (dead_lettered is at least the poison count).
-                log.error("could not count %d dead-lettered: %s", len(confirmed), exc)
-                return [message for message, _ in poisoned]
-            self.metrics.dead_lettered.inc(len(confirmed))
-            for message, reason in confirmed:
+                verdicts[poison.index] = Verdict.ACK
+        copied = [p for p in outcome.poison if verdicts[p.index] is Verdict.ACK]
+        if copied:
+            await self._processor.count_dead_lettered(len(copied), abandon=abandon)
+            self.metrics.dead_lettered.inc(len(copied))
+            for poison in copied:
                 log.warning(
                     "dead-lettered: topic=%s message_id=%s reason=%s",
-                    message.routing_key,
-                    message.header.properties.message_id,
-                    reason,
+                    batch[poison.index].routing_key,
+                    batch[poison.index].message_id,
+                    poison.reason,
                 )
-        return failed
+        return verdicts
 
-    async def _publish_dead_letter(self, message: DeliveredMessage, reason: str) -> None:
-        """The body unchanged, its properties kept, the reason added as a header; confirmed."""
-        assert self._channel is not None
-        properties = copy.copy(message.header.properties)
-        properties.headers = {
-            **(properties.headers or {}),
-            ERROR_HEADER: reason[:1000],
-            "x-original-exchange": message.exchange or "",
-            "x-original-routing-key": message.routing_key or "",
-        }
-        properties.delivery_mode = 2  # persistent
-        channel = await self._channel.get_underlay_channel()
-        await channel.basic_publish(
-            message.body,
-            exchange=self._settings.dead_letter_exchange,
-            routing_key=message.routing_key or "",
-            properties=properties,
-            mandatory=True,
-            timeout=self._settings.confirm_timeout_s,
-        )
-
-    async def _settle(
-        self, messages: Sequence[DeliveredMessage], *, requeue: bool, whole_batch: bool
-    ) -> None:
-        """Ack, or reject with requeue. ``whole_batch``: the messages are every unsettled
-        delivery up to their last tag on each channel, so one frame per channel settles them."""
-        for channel, group in _by_channel(messages):
-            if channel is None:
-                log.warning(
-                    "%d deliveries came on a channel that has closed; the broker redelivers them",
-                    len(group),
-                )
-                continue
-            last_tag = _tag(group[-1])
-            try:
-                if whole_batch and requeue:
-                    await channel.basic_nack(last_tag, multiple=True, requeue=True)
-                elif whole_batch:
-                    await channel.basic_ack(last_tag, multiple=True)
-                else:
-                    for message in group:
-                        await channel.basic_reject(_tag(message), requeue=requeue)
-            except BROKER_ERRORS as exc:
-                log.warning(
-                    "could not settle %d deliveries: %r; the broker redelivers them",
-                    len(group),
-                    exc,
-                )
+    # -- drain mode ----------------------------------------------------------------------------
 
     async def _watch_drain(self) -> None:
         """In drain mode, stop once the queue has nothing ready and nothing is in hand."""
@@ -350,18 +362,19 @@ class Consumer:
         seen = -1
         while not self._stopping.is_set():
             await asyncio.sleep(DRAIN_POLL_S)
-            if self._buffer or self._handling or self._deliveries != seen:
+            if self._in_hand or self._handling or self._deliveries != seen:
                 seen = self._deliveries
                 quiet_checks = 0
                 continue
             try:
                 declared = await queue.declare()
             except BROKER_ERRORS as exc:
+                raise_if_cancelling()
                 log.warning("drain: could not read the queue depth: %r", exc)
                 continue
             ready = declared.message_count or 0
             quiet_checks = quiet_checks + 1 if ready == 0 else 0
-            idle = not self._buffer and not self._handling and self._deliveries == seen
+            idle = not self._in_hand and not self._handling and self._deliveries == seen
             if quiet_checks >= 2 and idle:
                 log.info(
                     "drain: queue %s is empty, %d deliveries handled pid=%d",
@@ -371,26 +384,3 @@ class Consumer:
                 )
                 self.stop()
                 return
-
-
-def _tag(message: DeliveredMessage) -> int:
-    tag = message.delivery_tag
-    assert tag is not None, "a consumed delivery always has a tag"
-    return tag
-
-
-def _by_channel(
-    messages: Sequence[DeliveredMessage],
-) -> Iterator[tuple[aiormq.abc.AbstractChannel | None, list[DeliveredMessage]]]:
-    """Consecutive runs of deliveries by the channel they came on (None: it has closed)."""
-    run: list[DeliveredMessage] = []
-    current: aiormq.abc.AbstractChannel | None = None
-    for message in messages:
-        channel = None if message.channel.is_closed else message.channel
-        if run and channel is not current:
-            yield current, run
-            run = []
-        current = channel
-        run.append(message)
-    if run:
-        yield current, run

@@ -1,38 +1,48 @@
 """What the worker does with a batch of message bodies, without any AMQP object in sight.
 
-Bodies are decoded into events (or found to be poison), the events stored in one transaction,
-and transient store failures retried a bounded number of times. The consumer decides what to
-ack, reject or dead-letter from the :class:`BatchOutcome`.
+Each body is decoded (or found to be poison), and the events are stored in one transaction. The
+three failure classes are told apart here:
+
+* **Poison**: a body that is not an event (:mod:`aggregator.decoding`), or a row the store
+  refuses while it accepts others. The store's exception is not trusted to name the culprit: a
+  batch that fails for any reason but unavailability is split in halves until the failing
+  event stands alone, and it is poison only if the store then still accepts a canary row.
+* **Store unavailable**: the store fails for everything. The batch is held, neither acked nor
+  requeued, and retried with capped exponential backoff for as long as it takes; said once per
+  state change (a log line and ``agg_worker_store_up``), never once per attempt.
+* **The process dies**: not seen here; the consumer processes redeliveries one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aggregator.events import Event, decode_wire
+from aggregator.decoding import decode_wire
+from aggregator.errors import AggregatorError, Poison, StoreUnavailable
+from aggregator.events import Event
 from aggregator.metrics import WorkerMetrics
-from aggregator.store import DedupStore
+from aggregator.store import DedupStore, StoreResult
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# SQLite errors worth another try: a locked or busy database, a disk I/O hiccup.
-TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+FIRST_BACKOFF_S = 0.1
+MAX_BACKOFF_S = 30.0
 
 
-class StoreUnavailable(Exception):
-    """The store kept failing after every in-process attempt; the batch must be requeued."""
+class Abandoned(AggregatorError):
+    """The wait for the store was given up: the worker is stopping, or the channel closed."""
 
 
 @dataclass(frozen=True)
-class Poison:
-    """A body that can never be processed: index in the batch and a one-line reason."""
+class PoisonAt:
+    """A body that can never be stored: its index in the batch and a one-line reason."""
 
     index: int
     reason: str
@@ -40,9 +50,46 @@ class Poison:
 
 @dataclass
 class BatchOutcome:
-    stored: list[Event] = field(default_factory=list)
-    duplicates: list[Event] = field(default_factory=list)
-    poison: list[Poison] = field(default_factory=list)
+    """Every index of the batch lands in exactly one of the three lists."""
+
+    stored: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    poison: list[PoisonAt] = field(default_factory=list)
+    duplicate_events: list[Event] = field(default_factory=list)
+
+
+class StoreHealth:
+    """Whether the store is up, said once per change: a log line and ``agg_worker_store_up``."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+        self._down_since: float | None = None
+        metrics.store_up.set(1)
+
+    @property
+    def up(self) -> bool:
+        return self._down_since is None
+
+    def failed(self, exc: BaseException) -> None:
+        self._metrics.transient_retries.inc()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._metrics.store_up.set(0)
+            log.error(
+                "store unavailable: %s; holding the deliveries in hand and retrying (backoff up"
+                " to %.0fs), nothing is acked or dead-lettered meanwhile",
+                exc,
+                MAX_BACKOFF_S,
+            )
+
+    def recovered(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "store available again after %.1fs; carrying on",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+            self._metrics.store_up.set(1)
 
 
 class BatchProcessor:
@@ -50,56 +97,127 @@ class BatchProcessor:
         self,
         store: DedupStore,
         *,
-        attempts: int,
-        first_backoff_s: float = 0.1,
+        max_event_bytes: int,
         metrics: WorkerMetrics | None = None,
+        first_backoff_s: float = FIRST_BACKOFF_S,
+        max_backoff_s: float = MAX_BACKOFF_S,
     ) -> None:
         self._store = store
-        self._attempts = attempts
-        self._first_backoff_s = first_backoff_s
+        self._max_event_bytes = max_event_bytes
         self._metrics = metrics or WorkerMetrics()
+        self.health = StoreHealth(self._metrics)
+        self._first_backoff_s = first_backoff_s
+        self._max_backoff_s = max_backoff_s
 
-    async def process(self, bodies: Sequence[bytes]) -> BatchOutcome:
-        """Store every valid event of the batch in one transaction; report poison by index."""
+    async def process(self, bodies: Sequence[bytes], *, abandon: asyncio.Event) -> BatchOutcome:
+        """Store every event of the batch, or say why not, index by index.
+
+        Returns once each body is stored, a duplicate or poison; raises :class:`Abandoned` when
+        ``abandon`` is set while the store is unavailable (nothing of the batch is then settled).
+        """
         outcome = BatchOutcome()
-        events: list[Event] = []
+        decoded: list[tuple[int, Event]] = []
         for index, body in enumerate(bodies):
             try:
-                events.append(decode_wire(body))
-            except ValueError as exc:
-                outcome.poison.append(Poison(index, str(exc)))
-        if events:
-            with self._metrics.commit_seconds.time():
-                result = await self.retrying(lambda: self._store.store_events(events))
-            outcome.stored, outcome.duplicates = result.stored, result.duplicates
-            self._metrics.stored.inc(len(result.stored))
-            self._metrics.duplicates.inc(len(result.duplicates))
-            for event in result.duplicates:
-                log.info("duplicate dropped: topic=%s event_id=%s", event.topic, event.event_id)
+                decoded.append((index, decode_wire(body, max_event_bytes=self._max_event_bytes)))
+            except Poison as exc:
+                outcome.poison.append(PoisonAt(index, str(exc)))
+        if decoded:
+            await self._store_split(decoded, outcome, abandon)
+            self._metrics.stored.inc(len(outcome.stored))
+            self._metrics.duplicates.inc(len(outcome.duplicates))
+        outcome.poison.sort(key=lambda poison: poison.index)
         return outcome
 
-    async def count_dead_lettered(self, count: int) -> None:
-        await self.retrying(lambda: self._store.add_dead_lettered(count))
+    async def count_dead_lettered(self, count: int, *, abandon: asyncio.Event) -> None:
+        await self.held(lambda: self._store.add_dead_lettered(count), abandon)
 
-    async def retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run a store operation, retrying transient failures with a doubling backoff."""
+    async def _store_split(
+        self, items: list[tuple[int, Event]], outcome: BatchOutcome, abandon: asyncio.Event
+    ) -> None:
+        """Store ``items`` in one transaction; on a refusal, each half in its own."""
+        events = [event for _, event in items]
+        try:
+            result = await self.held(lambda: self._store_events(events), abandon)
+        except Abandoned:
+            raise
+        except Exception as exc:  # any refusal but unavailability: find the culprit
+            if len(items) > 1:
+                middle = len(items) // 2
+                await self._store_split(items[:middle], outcome, abandon)
+                await self._store_split(items[middle:], outcome, abandon)
+                return
+            await self._refused_alone(items[0], exc, outcome, abandon)
+            return
+        index_of = {id(event): index for index, event in items}
+        outcome.stored += [index_of[id(event)] for event in result.stored]
+        outcome.duplicates += [index_of[id(event)] for event in result.duplicates]
+        outcome.duplicate_events += result.duplicates
+
+    async def _refused_alone(
+        self,
+        item: tuple[int, Event],
+        refusal: Exception,
+        outcome: BatchOutcome,
+        abandon: asyncio.Event,
+    ) -> None:
+        """One event the store refused: poison if a canary row goes in, else the store is down."""
+        index, event = item
         backoff = self._first_backoff_s
-        for attempt in range(1, self._attempts + 1):
+        while True:
             try:
-                return await operation()
-            except TRANSIENT_STORE_ERRORS as exc:
-                if attempt == self._attempts:
-                    raise StoreUnavailable(
-                        f"store failed {attempt} time(s), last: {exc!r}"
-                    ) from exc
-                self._metrics.transient_retries.inc()
-                log.warning(
-                    "store failed (attempt %d of %d): %r; retrying in %.2fs",
-                    attempt,
-                    self._attempts,
-                    exc,
-                    backoff,
+                await self.held(self._store.check_writable, abandon)
+            except Abandoned:
+                raise
+            except Exception as canary:
+                # Every row is refused (a bug, a schema the code does not match): that is the
+                # store being unavailable, not this event being poison.
+                self.health.failed(
+                    StoreUnavailable(f"the store refuses even a canary row: {canary!r}")
                 )
-                await asyncio.sleep(backoff)
-                backoff *= 4
-        raise AssertionError("unreachable: the loop returns or raises")
+                await self._pause(backoff, abandon)
+                backoff = min(backoff * 2, self._max_backoff_s)
+                try:
+                    result = await self.held(lambda: self._store_events([event]), abandon)
+                except Abandoned:
+                    raise
+                except Exception as again:
+                    refusal = again
+                    continue
+                (outcome.stored if result.stored else outcome.duplicates).append(index)
+                outcome.duplicate_events += result.duplicates
+                return
+            reason = f"the store refused the event: {type(refusal).__name__}: {refusal}"
+            outcome.poison.append(PoisonAt(index, reason))
+            return
+
+    async def _store_events(self, events: list[Event]) -> StoreResult:
+        started = time.perf_counter()
+        result = await self._store.store_events(events)
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        return result
+
+    async def held(self, operation: Callable[[], Awaitable[T]], abandon: asyncio.Event) -> T:
+        """Run a store operation until it is not unavailable, backing off up to the cap."""
+        backoff = self._first_backoff_s
+        while True:
+            try:
+                result = await operation()
+            except StoreUnavailable as exc:
+                self.health.failed(exc)
+                await self._pause(backoff, abandon)
+                backoff = min(backoff * 2, self._max_backoff_s)
+                continue
+            self.health.recovered()
+            return result
+
+    async def _pause(self, seconds: float, abandon: asyncio.Event) -> None:
+        """Wait ``seconds`` before the next attempt; raise :class:`Abandoned` if told to."""
+        if abandon.is_set():
+            raise Abandoned("gave up waiting for the store")
+        try:
+            async with asyncio.timeout(seconds):
+                await abandon.wait()
+        except TimeoutError:
+            return
+        raise Abandoned("gave up waiting for the store")

@@ -50,7 +50,7 @@ def test_broker_url() -> Iterator[str]:
         )
     from testcontainers.rabbitmq import RabbitMqContainer
 
-    with RabbitMqContainer("rabbitmq:3-management") as container:
+    with RabbitMqContainer("rabbitmq:4-management") as container:
         host = container.get_container_host_ip()
         port = container.get_exposed_port(5672)
         yield f"amqp://guest:guest@{host}:{port}/"

@@ -22,6 +22,15 @@ import httpx
 from aggregator.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+FAULTS_DIR = Path(__file__).resolve().parent / "faults"
+
+
+def fault_env(**faults: str) -> dict[str, str]:
+    """Environment that loads tests/support/faults into a child, with its AGG_TEST_* faults."""
+    return {
+        "PYTHONPATH": str(FAULTS_DIR),
+        **{f"AGG_TEST_{k.upper()}": v for k, v in faults.items()},
+    }
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -43,14 +52,21 @@ def free_port() -> int:
 class Process:
     """A child ``python -m <module>`` with its log file; always reaped on exit."""
 
-    def __init__(self, module: str, settings: Settings, log_path: Path, args: Sequence[str] = ()):
+    def __init__(
+        self,
+        module: str,
+        settings: Settings,
+        log_path: Path,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.module = module
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.popen = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=REPO_ROOT,
-            env=settings_env(settings),
+            env={**settings_env(settings), **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -104,8 +120,10 @@ class Process:
         self.close()
 
 
-def start_worker(settings: Settings, log_path: Path, *args: str) -> Process:
-    return Process("worker", settings, log_path, args)
+def start_worker(
+    settings: Settings, log_path: Path, *args: str, env: dict[str, str] | None = None
+) -> Process:
+    return Process("worker", settings, log_path, args, env)
 
 
 class ApiProcess(Process):

@@ -9,14 +9,16 @@ from contextlib import asynccontextmanager
 import httpx
 
 from aggregator.settings import Settings
-from aggregator.store import DedupStore
+from aggregator.store import SqliteStore
 from api.app import create_app
 from worker.consumer import Consumer
 
 
 @asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Consumer]:
-    store = await DedupStore.open(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    store = await SqliteStore.open(
+        settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms
+    )
     consumer = Consumer(settings, store)
     task = asyncio.create_task(consumer.run())
     try:
