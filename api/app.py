@@ -5,26 +5,30 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aggregator.events import (
+from aggregator.decoding import parse_request_body
+from aggregator.errors import (
+    BrokerUnavailable,
+    EventTooLarge,
     InvalidBody,
     InvalidEvents,
+    StoreUnavailable,
     TooManyEvents,
-    parse_request_body,
 )
 from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
-from aggregator.store import DedupStore
-from api.publisher import BrokerUnavailable, Publisher
+from aggregator.store import DedupStore, open_store
+from aggregator.tasks import stop_task
+from api.publisher import Publisher
 from api.schemas import (
     EVENT_EXAMPLE,
     SECOND_EVENT_EXAMPLE,
@@ -49,9 +53,7 @@ class _BodyTooLarge(Exception):
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await DedupStore.open(
-            settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms
-        )
+        store = await open_store(settings)
         publisher = Publisher(settings)
         publisher.start()
         gauges = asyncio.create_task(
@@ -61,9 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            gauges.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gauges
+            await stop_task(gauges)
             await publisher.close()
             await store.close()
 
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.started = time.monotonic()
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     publish_body, publish_components = publish_body_schemas(settings.max_batch)
     _add_routes(app, settings, publish_body)
     app.openapi = _with_components(app.openapi, publish_components)  # type: ignore[method-assign]
@@ -150,6 +151,10 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return _problem(503, f"the store is unavailable: {exc}", {"Retry-After": RETRY_AFTER_S})
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -171,7 +176,7 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-_MAX_SQLITE_INTEGER = 2**63 - 1
+_MAX_SEQ = 2**63 - 1  # the largest row number a store holds
 
 
 def _encode_cursor(seq: int) -> str:
@@ -184,12 +189,13 @@ def _decode_cursor(cursor: str) -> int | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     prefix, _, number = text.partition(":")
-    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and no larger
-    # than SQLite's INTEGER: either would fail the query (a 500) instead of being a bad cursor.
-    if prefix != "seq" or not (number.isascii() and number.isdigit()):
+    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), few enough for
+    # int() (it refuses thousands), and no larger than a 64-bit row number: each would fail
+    # the query (a 500) instead of being a bad cursor.
+    if prefix != "seq" or not (number.isascii() and number.isdigit()) or len(number) > 19:
         return None
     seq = int(number)
-    return seq if seq <= _MAX_SQLITE_INTEGER else None
+    return seq if seq <= _MAX_SEQ else None
 
 
 def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) -> None:
@@ -309,20 +315,21 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
             metrics.rejected.labels("too_large").inc()
             return _problem(413, f"the body is larger than {settings.max_body_bytes} bytes")
         try:
-            events = parse_request_body(body, max_batch=settings.max_batch)
+            events = parse_request_body(
+                body, max_batch=settings.max_batch, max_event_bytes=settings.max_event_bytes
+            )
         except InvalidBody as exc:
             metrics.rejected.labels("not_json").inc()
             return _problem(400, str(exc))
-        except TooManyEvents as exc:
+        except (TooManyEvents, EventTooLarge) as exc:
             metrics.rejected.labels("too_large").inc()
             return _problem(413, str(exc))
         except InvalidEvents as exc:
             metrics.rejected.labels("invalid").inc()
             return JSONResponse(status_code=422, content={"detail": exc.errors})
-        metrics.published.inc(len(events))
         started = time.perf_counter()
         try:
-            await publisher.publish(events)
+            await publisher.publish(events, on_handed=metrics.published.inc)
         except BrokerUnavailable as exc:
             metrics.rejected.labels(exc.reason).inc()
             return _problem(503, str(exc), headers={"Retry-After": RETRY_AFTER_S})
@@ -372,7 +379,7 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                 description="opaque cursor: the `next` of the previous page", examples=["c2VxOjE"]
             ),
         ] = None,
-    ) -> EventsPage | JSONResponse:
+    ) -> Response:
         after_seq = 0
         if after is not None:
             decoded = _decode_cursor(after)
@@ -391,7 +398,9 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                 )
             after_seq = decoded
         page, more = await store.events_after(after_seq=after_seq, limit=limit, topic=topic)
-        return EventsPage.model_validate(
+        # Encoded straight from the stored JSON: no parse and re-encode of every payload, and
+        # the page is bounded in bytes by the store.
+        body = orjson.dumps(
             {
                 "events": [
                     {
@@ -399,7 +408,7 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                         "event_id": e.event_id,
                         "timestamp": e.timestamp,
                         "source": e.source,
-                        "payload": e.payload,
+                        "payload": orjson.Fragment(e.payload_json),
                         "processed_at": e.processed_at,
                     }
                     for e in page
@@ -407,6 +416,7 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                 "next": _encode_cursor(page[-1].seq) if more and page else None,
             }
         )
+        return Response(body, media_type=JSON_MEDIA_TYPE)
 
     @app.get(
         "/stats",

@@ -7,29 +7,21 @@ batch are written together and their confirms awaited together (pipelined), neve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import PublishError
-from aiormq import spec
-from aiormq.abc import DeliveredMessage
 
-from aggregator.amqp import BROKER_ERRORS, connect, publish_pipelined
+from aggregator.amqp import is_ack, publish_pipelined
+from aggregator.connection import BROKER_ERRORS, close_quietly, connect
+from aggregator.errors import BrokerUnavailable
 from aggregator.events import Event
 from aggregator.settings import Settings
+from aggregator.tasks import raise_if_cancelling, stop_task
 from aggregator.topology import Topology, declare_topology
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(Exception):
-    """The broker does not hold the events (down, nack, return or no confirm in time): retry."""
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # a short label for metrics: not_connected, timeout, unroutable, …
 
 
 class Publisher:
@@ -59,11 +51,11 @@ class Publisher:
                 channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
                 self._topology = await declare_topology(channel, self._settings)
             except BROKER_ERRORS as exc:
+                raise_if_cancelling()
                 # For example a queue that exists with other arguments: say so and keep trying,
                 # /readyz answers 503 meanwhile.
                 log.error("cannot declare the topology: %r; retrying in %.0fs", exc, delay)
-                with contextlib.suppress(*BROKER_ERRORS):
-                    await connection.close()
+                await close_quietly(connection)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
@@ -81,15 +73,23 @@ class Publisher:
             and self._topology is not None
         )
 
-    async def publish(self, events: Sequence[Event]) -> None:
-        """Return once the broker confirmed every event; raise :class:`BrokerUnavailable` if not."""
+    async def publish(
+        self, events: Sequence[Event], *, on_handed: Callable[[int], object] | None = None
+    ) -> None:
+        """Return once the broker confirmed every event; raise :class:`BrokerUnavailable` if not.
+
+        ``on_handed(n)`` is called once the n events are on their way to the broker (not when
+        the publisher was not even connected).
+        """
         if not self.ready or self._channel is None:
             raise BrokerUnavailable("not connected to the broker", reason="not_connected")
+        if on_handed is not None:
+            on_handed(len(events))
         exchange = self._settings.exchange
         try:
             async with asyncio.timeout(self._settings.confirm_timeout_s):
                 results = await publish_pipelined(
-                    self._channel, exchange, ((e.topic, e.to_wire(), e.event_id) for e in events)
+                    self._channel, exchange, ((e.topic, e.wire, e.event_id) for e in events)
                 )
         except TimeoutError:
             raise BrokerUnavailable(
@@ -98,10 +98,10 @@ class Publisher:
                 reason="timeout",
             ) from None
         # Only the broker's Ack counts: a nack, a return, a lost channel, anything else fails.
-        failures = [r for r in results if not isinstance(r, spec.Basic.Ack)]
+        failures = [r for r in results if not is_ack(r)]
         if failures:
             first = failures[0]
-            unroutable = isinstance(first, PublishError | DeliveredMessage)
+            unroutable = isinstance(first, PublishError)
             reason = (
                 "returned by the broker as unroutable (no queue bound for the topic)"
                 if unroutable
@@ -114,11 +114,6 @@ class Publisher:
             )
 
     async def close(self) -> None:
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
-        if self._connection is not None:
-            with contextlib.suppress(*BROKER_ERRORS):
-                await self._connection.close()
+        await stop_task(self._connecting)
+        await close_quietly(self._connection)
         self._connection = self._channel = self._topology = None

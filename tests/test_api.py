@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -237,10 +238,53 @@ async def test_events_paging_rules(settings: Settings) -> None:
             {"limit": "x"},
             {"after": "!!"},
             {"after": "bm9wZQ"},
+            {"after": ""},
+            {"after": cursor_of("seq:" + "9" * 5000)},
+            {"after": cursor_of("seq:" + "9" * 19)},
+            {"after": cursor_of("seq:-1")},
+            {"after": cursor_of("seq:²")},
+            {"after": "4pyTIMOgIGxhIG1vZGU"},  # base64 of text that is not a cursor
         ):
             response = await client.get("/events", params=bad)
             assert response.status_code == 422, bad
         assert (await client.get("/events", params={"limit": 1000})).status_code == 200
+
+
+def cursor_of(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+async def test_what_the_store_would_change_is_refused_at_the_edge(settings: Settings) -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(299):
+        deep = {"a": deep}
+    async with api_client(settings) as client:
+        response = await client.post("/publish", json=event_body("deep", payload=deep))
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["type"] == "depth"
+
+        big = orjson.dumps(event_body("big", payload={"n": 0})).replace(
+            b'"n":0', b'"n":' + b"9" * 22
+        )
+        response = await client.post(
+            "/publish", content=big, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"] == ["body", "payload", "n"]
+
+        large = [event_body("small"), event_body("large", payload={"x": "y" * (2 * 1024 * 1024)})]
+        response = await client.post("/publish", json=large)
+        assert response.status_code == 413, response.text
+        assert "event 1 is" in response.json()["detail"]
+        assert await queue_depth(settings, settings.queue) == 0
+
+        # 64 bits, signed or unsigned, go through exactly.
+        edge = event_body("edge", payload={"max": 2**64 - 1, "min": -(2**63)})
+        async with running_worker(settings):
+            assert (await client.post("/publish", json=edge)).status_code == 202
+            await wait_for_stats(client, received=1)
+        [stored] = await all_events(client)
+        assert stored["payload"] == {"max": 2**64 - 1, "min": -(2**63)}
 
 
 async def test_counters_survive_an_api_restart(settings: Settings) -> None:
