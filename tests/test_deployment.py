@@ -73,7 +73,7 @@ def test_compose_services_ports_and_health_ordering() -> None:
     services = compose()["services"]
     assert set(services) == {"rabbitmq", "worker", "api"}
     rabbit = services["rabbitmq"]
-    assert rabbit["image"].startswith("rabbitmq:3-management")
+    assert rabbit["image"].startswith("rabbitmq:4")
     assert "15672:15672" in rabbit["ports"]
     assert "8080:8080" in services["api"]["ports"]
     for name in ("worker", "api"):
