@@ -70,6 +70,18 @@ async def _is_dead(connection: asyncpg.Connection) -> bool:
     return False
 
 
+async def test_the_pg_url_fixture_is_an_empty_database_of_the_test(pg_url: str) -> None:
+    connection = await asyncpg.connect(pg_url, timeout=10)
+    try:
+        assert (await connection.fetchval("SELECT current_database()")).startswith(
+            pg.DATABASE_PREFIX
+        )
+        tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        assert await connection.fetchval(tables) == 0
+    finally:
+        await connection.close()
+
+
 def test_an_explicit_url_that_does_not_answer_fails_clearly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
