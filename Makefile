@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # Tests use AGG_TEST_AMQP_URL when set, else the local default broker.
 TEST_AMQP_URL ?= $(or $(AGG_TEST_AMQP_URL),amqp://guest:guest@localhost:5672/)
 
-.PHONY: all install run test lint typecheck pytest broker test-broker bench clean
+.PHONY: all install run test lint typecheck pytest broker test-broker test-postgres bench clean
 
 all: test
 
@@ -23,6 +23,10 @@ broker:
 test-broker:
 	@bash scripts/ensure-rabbitmq.sh "$(TEST_AMQP_URL)"
 
+# AGG_TEST_PG_URL when set, else the local server, else what a throwaway cluster needs.
+test-postgres:
+	@bash scripts/ensure-postgres.sh
+
 run: install broker
 	@bash scripts/run.sh
 
@@ -34,7 +38,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install test-broker
+pytest: install test-broker test-postgres
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -1,4 +1,5 @@
-"""Fixtures: one broker per session; each test gets its own exchange, queue and DB file."""
+"""Fixtures: one broker and one PostgreSQL per session; each test gets its own exchange, queue,
+DB file and PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from aggregator.settings import Settings
 from aggregator.store import DedupStore, SqliteStore
 from tests.support.broker import NoBroker, delete_topology, test_broker_url
+from tests.support.postgres import NoPostgres, fresh_database, test_pg_url
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,23 @@ def amqp_url() -> Iterator[str]:
             yield url
     except NoBroker as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A superuser's URL on the PostgreSQL the tests use (see tests/support/postgres.py)."""
+    try:
+        with test_pg_url() as url:
+            yield url
+    except NoPostgres as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+async def pg_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A database of the test's own, empty, dropped after the test."""
+    async with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 def make_settings(amqp_url: str, tmp_path: Path, **overrides: object) -> Settings:

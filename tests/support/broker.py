@@ -42,7 +42,7 @@ def test_broker_url() -> Iterator[str]:
     if broker_answers(LOCAL_URL):
         yield LOCAL_URL
         return
-    if not _docker_works():
+    if not docker_works():
         raise NoBroker(
             "no RabbitMQ for the tests: AGG_TEST_AMQP_URL is not set, nothing answers at "
             f"{LOCAL_URL}, and Docker is not available for a testcontainer. Run `make test` "
@@ -56,7 +56,8 @@ def test_broker_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{host}:{port}/"
 
 
-def _docker_works() -> bool:
+def docker_works() -> bool:
+    """Whether a Docker engine answers, for a testcontainer."""
     if shutil.which("docker") is None:
         return False
     result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)

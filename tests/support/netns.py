@@ -1,0 +1,295 @@
+"""Hosts as Linux network namespaces, for tests of several machines and of a network that fails.
+
+Root only (``ip netns``, veth pairs, ``tc``). Each :class:`Host` is a network namespace joined
+to the root namespace by a veth pair on a /30 of its own, 10.213.N.0/30: the namespace's end
+(``eth0`` inside) has :attr:`Host.address` (10.213.N.2), the root end has
+:attr:`Host.gateway` (10.213.N.1), and the namespace's default route goes through the gateway.
+A process started with :meth:`Host.run` has that network and nothing else of its own: files,
+users and pids are the machine's.
+
+What a process in a namespace reaches: the gateway, and through it the other addresses of the
+root namespace. Not the root namespace's 127.0.0.1: inside a namespace that is the namespace's
+own loopback. So **a server in the root namespace that a namespaced process must reach has to
+listen on** ``host.gateway`` **(or on 0.0.0.0), not only on 127.0.0.1**; give its clients
+``host.gateway`` as the server's host. The root namespace reaches a server in a namespace at
+``host.address``. Nothing is forwarded (``net.ipv4.ip_forward`` stays as it is), so namespaces
+do not reach each other, nor anything beyond this machine. No global setting is changed.
+
+:meth:`Host.cut` makes the link lose every packet in both directions, like a pulled cable
+between the host and the rest: no RST, no ICMP error, open connections stall until their own
+timeouts and new ones time out; :meth:`Host.heal` restores it, and stalled connections carry on
+(TCP retransmits). Both ends drop with a ``blackhole`` qdisc (built into every kernel that has
+``tc`` qdiscs; ``netem`` is a module that not every kernel has, this one not). The neighbour
+(ARP) entries of both ends are static: with learned ones, a connect over a cut link fails
+after ~3 s with "No route to host" when ARP gives up, which a host behind a router never sees.
+
+Namespaces are named ``aggtN-PID`` after the pid of the test process that made them; a later
+:class:`Host` removes those whose process is gone (a run that was killed), with their links.
+
+Usage::
+
+    with Host("worker1") as host:
+        server listens on host.gateway ...
+        proc = host.run([sys.executable, "-m", "worker"], env=env)
+        host.cut()
+        ...
+        host.heal()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+__all__ = ["SUPERNET", "Host", "NetnsUnavailable"]
+
+# A /16 that no network here uses (checked per /30 when a host is made).
+SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
+_PREFIX = "aggt"
+_NAME_RE = re.compile(rf"^{_PREFIX}(\d+)-(\d+)$")
+_INSIDE_DEV = "eth0"
+_STOP_GRACE_S = 5.0
+
+
+class NetnsUnavailable(RuntimeError):
+    """Network namespaces cannot be made here (not root, or no ``ip``/``tc``)."""
+
+
+class Host:
+    """A network namespace with a veth link to the root namespace; see the module docstring.
+
+    ``label`` is only for messages. The namespace and the link are made here and removed by
+    :meth:`close` (also by a finalizer if nobody closes the host), after the processes that
+    :meth:`run` started are ended.
+    """
+
+    index: int
+    name: str
+    address: str
+    gateway: str
+
+    def __init__(self, label: str = "host") -> None:
+        _require_tools()
+        _remove_stale()
+        self.label = label
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._cut = False
+        self.index = _create_link()
+        self.name = f"{_PREFIX}{self.index}-{os.getpid()}"
+        self._finalizer = weakref.finalize(self, _remove, self.name, self.root_dev, self._procs)
+        subnet = _subnet(self.index)
+        gateway, address = (str(ip) for ip in list(subnet.hosts())[:2])
+        self.gateway, self.address = gateway, address
+        try:
+            n, prefix = self.name, subnet.prefixlen
+            _ip(f"netns add {n}")
+            _ip(f"link set {self.inside_peer_dev} netns {n}")
+            _ip(f"-n {n} link set {self.inside_peer_dev} name {_INSIDE_DEV}")
+            _ip(f"addr add {gateway}/{prefix} dev {self.root_dev}")
+            _ip(f"-n {n} addr add {address}/{prefix} dev {_INSIDE_DEV}")
+            # Static neighbours: a cut link drops packets and nothing else (module docstring).
+            mac_root, mac_inside = _mac(self.index, 1), _mac(self.index, 2)
+            _ip(f"neigh replace {address} lladdr {mac_inside} dev {self.root_dev} nud permanent")
+            _ip(f"-n {n} neigh replace {gateway} lladdr {mac_root} dev {_INSIDE_DEV} nud permanent")
+            _ip(f"link set {self.root_dev} up")
+            _ip(f"-n {n} link set lo up")
+            _ip(f"-n {n} link set {_INSIDE_DEV} up")
+            _ip(f"-n {n} route add default via {gateway}")
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def root_dev(self) -> str:
+        """The root namespace's end of the link."""
+        return f"{_PREFIX}{self.index}h"
+
+    @property
+    def inside_peer_dev(self) -> str:
+        # The namespace's end while it is still in the root namespace, before it becomes eth0.
+        return f"{_PREFIX}{self.index}n"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        **popen_kwargs: Any,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside the namespace (``ip netns exec``, which execs it: the Popen's
+        pid is the program's). Ended by :meth:`close` if still running then.
+
+        ``env`` defaults to ours; other keyword arguments go to :class:`subprocess.Popen`.
+        """
+        proc: subprocess.Popen[bytes] = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *argv],
+            env=dict(env) if env is not None else None,
+            **popen_kwargs,
+        )
+        self._procs.append(proc)
+        return proc
+
+    def call(
+        self, argv: Sequence[str], *, timeout: float = 30.0, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` inside the namespace to completion; its exit code and output (text)."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv],
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut
+
+    def cut(self) -> None:
+        """Drop every packet on the link, both ways, silently (a pulled cable)."""
+        _run(f"tc qdisc replace dev {self.root_dev} root blackhole")
+        _run(f"tc -n {self.name} qdisc replace dev {_INSIDE_DEV} root blackhole")
+        self._cut = True
+
+    def heal(self) -> None:
+        """Carry packets again; a no-op when the link is not cut."""
+        if not self._cut:
+            return
+        _run(f"tc qdisc del dev {self.root_dev} root")
+        _run(f"tc -n {self.name} qdisc del dev {_INSIDE_DEV} root")
+        self._cut = False
+
+    def close(self) -> None:
+        """End the processes started here, remove the namespace and the link; idempotent."""
+        self._finalizer()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "cut" if self._cut else "linked"
+        return f"<Host {self.label} {self.name} {self.address} via {self.gateway} {state}>"
+
+
+# -- making and removing ---------------------------------------------------------------
+
+
+def _require_tools() -> None:
+    if os.geteuid() != 0:
+        raise NetnsUnavailable("network namespaces for tests need root (ip netns, veth, tc)")
+    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+    if missing:
+        raise NetnsUnavailable(f"missing {', '.join(missing)}: install Debian's iproute2")
+
+
+def _subnet(index: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(f"10.213.{index}.0/30")
+
+
+def _mac(index: int, end: int) -> str:
+    # Locally administered (0x02), and spelling the address: 10.213.index.end.
+    return f"02:00:0a:d5:{index:02x}:{end:02x}"
+
+
+def _create_link() -> int:
+    """Make a veth pair for the first free 10.213.N.0/30; its N.
+
+    ``ip link add`` fails when the name exists, so two test processes making hosts at the same
+    time cannot take the same N.
+    """
+    used = _networks_in_use()
+    for index in range(256):
+        subnet = _subnet(index)
+        if any(subnet.overlaps(net) for net in used):
+            continue
+        root_dev, peer = f"{_PREFIX}{index}h", f"{_PREFIX}{index}n"
+        command = (
+            f"ip link add {root_dev} address {_mac(index, 1)} type veth"
+            f" peer name {peer} address {_mac(index, 2)}"
+        )
+        result = subprocess.run(command.split(), capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return index
+        if "exists" not in result.stderr:
+            raise RuntimeError(f"{command} failed: {result.stderr.strip()}")
+    raise RuntimeError(f"no free /30 left in {SUPERNET} for another test host")
+
+
+def _networks_in_use() -> list[ipaddress.IPv4Network]:
+    """The root namespace's IPv4 routes (all tables) and addresses, the default route aside."""
+    routes = json.loads(_ip("-j -4 route show table all"))
+    addresses = json.loads(_ip("-j -4 addr show"))
+    found: list[ipaddress.IPv4Network] = []
+    for route in routes:
+        dst = route.get("dst", "default")
+        if dst != "default":
+            found.append(ipaddress.IPv4Network(dst, strict=False))
+    for link in addresses:
+        for info in link.get("addr_info", []):
+            found.append(ipaddress.IPv4Network(f"{info['local']}/{info['prefixlen']}", False))
+    return found
+
+
+def _remove_stale() -> None:
+    """Remove the namespaces (and links) of test processes that are gone."""
+    for line in _ip("netns list").splitlines():
+        match = _NAME_RE.match(line.split(" ", 1)[0])
+        if match is None or Path(f"/proc/{match.group(2)}").exists():
+            continue
+        _remove(match.group(0), f"{_PREFIX}{match.group(1)}h", [])
+
+
+def _remove(name: str, root_dev: str, procs: list[subprocess.Popen[bytes]]) -> None:
+    """End the processes, then delete the link and the namespace. Also the finalizer, so it
+    holds no reference to the Host."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    # What those processes started in the namespace and left behind.
+    pids = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    # Deleting one end of a veth pair deletes both, wherever the other end is.
+    subprocess.run(["ip", "link", "del", root_dev], capture_output=True, check=False)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def _ip(command: str) -> str:
+    return _run(f"ip {command}")
+
+
+def _run(command: str) -> str:
+    # Our commands' words never contain spaces, so a plain split is exact.
+    result = subprocess.run(command.split(), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{command} failed: {result.stderr.strip()}")
+    return result.stdout
