@@ -529,7 +529,12 @@ def _listen_address(address: str) -> str:
 
 
 def _proc_stat(pid: int) -> tuple[int, int, str] | None:
-    """(ppid, starttime, comm) of a process, or None if it is gone."""
+    """(ppid, starttime, comm) of a process, or None if it is gone.
+
+    A zombie counts as gone: it has exited and only waits for its parent to reap it.
+    The VM, orphaned when the wrapper script dies with it, is reaped by PID 1, which
+    can take a second; waiting for that would only slow ``kill()`` down.
+    """
     try:
         raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -537,6 +542,8 @@ def _proc_stat(pid: int) -> tuple[int, int, str] | None:
     lpar, rpar = raw.index("("), raw.rindex(")")
     fields = raw[rpar + 2 :].split()
     # fields[0] is state, [1] ppid, [19] starttime (stat fields 3, 4 and 22).
+    if fields[0] in ("Z", "X"):
+        return None
     return int(fields[1]), int(fields[19]), raw[lpar + 1 : rpar]
 
 
