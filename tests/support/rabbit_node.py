@@ -8,6 +8,12 @@ and log directories, and its own (empty) ``rabbitmq-env.conf`` so nothing from
 private node name and runs with the private ``$HOME``, so it cannot reach the shared node
 (whose cookie it does not have anyway).
 
+Options for clusters (see ``rabbit_cluster.py``): ``cookie`` shares one Erlang cookie
+between nodes, ``extra_listen_addresses`` adds AMQP listeners on more local addresses
+(e.g. a veth end a network namespace can reach; 127.0.0.1 is always listened on),
+``extra_config`` appends lines to ``rabbitmq.conf``.  ``kill()`` is a crash (SIGKILL of
+the whole Erlang VM), ``stop()`` a clean shutdown.
+
 Stdlib only.  Readiness is a real AMQP 0-9-1 login as guest/guest on 127.0.0.1, so once
 ``start()`` returns, clients can connect.  Data survives ``stop()``/``start()`` as long as
 the same ``base_dir`` and node name are used (the node name is remembered in
@@ -21,6 +27,7 @@ Usage::
         node.start()
 """
 
+import ipaddress
 import os
 import pathlib
 import random
@@ -33,6 +40,7 @@ import subprocess
 import time
 import types
 import weakref
+from collections.abc import Sequence
 
 __all__ = ["RABBITMQ_BIN_DIR", "RabbitNode"]
 
@@ -44,6 +52,8 @@ _SHARED_NODE_SHORT_NAMES = frozenset({"rabbit"})
 # the range the CLI tools (rabbitmqctl & co.) use for their own distribution listener.
 _RESERVED_PORTS = frozenset({4369, 5671, 5672, 15672, 25672, *range(35672, 35683)})
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Erlang reads the cookie as an atom; plain alphanumerics avoid any quoting question.
+_COOKIE_RE = re.compile(r"^[A-Za-z0-9]{16,255}$")
 # Variables rabbitmq-server / rabbit_env read, in their unprefixed form (rabbit_env falls
 # back from RABBITMQ_X to X), plus shell-script knobs.  Inherited values are dropped so
 # the caller's environment cannot redirect the private node.
@@ -99,6 +109,16 @@ _STRIPPED_ENV = frozenset(
         "USE_RABBIT_BOOT_SCRIPT",
     }
 )
+# The CLIs that take ``-n NODE`` and authenticate with the cookie in $HOME.
+_CLI_TOOLS = frozenset(
+    {
+        "rabbitmqctl",
+        "rabbitmq-diagnostics",
+        "rabbitmq-queues",
+        "rabbitmq-plugins",
+        "rabbitmq-upgrade",
+    }
+)
 _POLL_INTERVAL = 0.2
 _LOG_TAIL_LINES = 40
 
@@ -116,8 +136,31 @@ class RabbitNode:
     node_name: str
     url: str
     base_dir: pathlib.Path
+    extra_listen_addresses: tuple[str, ...]
 
-    def __init__(self, base_dir: pathlib.Path, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: pathlib.Path,
+        *,
+        name: str | None = None,
+        cookie: str | None = None,
+        extra_listen_addresses: Sequence[str] = (),
+        extra_config: Sequence[str] = (),
+    ) -> None:
+        """``cookie``: the Erlang cookie to use (nodes of one cluster need the same one);
+        default a random one made at the first start and kept in ``base_dir``.
+        ``extra_listen_addresses``: further IPv4 addresses to accept AMQP on, same port
+        as on 127.0.0.1; each must be a specific address of this host (no wildcard).
+        ``extra_config``: lines appended to the generated ``rabbitmq.conf``.
+        """
+        if cookie is not None and not _COOKIE_RE.match(cookie):
+            raise ValueError("cookie must be 16-255 ASCII letters/digits")
+        self._cookie = cookie
+        self.extra_listen_addresses = tuple(_listen_address(a) for a in extra_listen_addresses)
+        for line in extra_config:
+            if "\n" in line or "\r" in line:
+                raise ValueError(f"extra_config takes one line per item, got {line!r}")
+        self._extra_config = tuple(extra_config)
         self.base_dir = pathlib.Path(base_dir).resolve()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.node_name = self._resolve_node_name(name)
@@ -170,10 +213,13 @@ class RabbitNode:
                 f"node name {self.node_name} is already registered with epmd; "
                 "another node with this name is running"
             )
-        for port in (self.amqp_port, self.dist_port):
-            if not _port_is_free(port):
+        wanted = [(_HOST, self.amqp_port), (_HOST, self.dist_port)]
+        wanted += [(address, self.amqp_port) for address in self.extra_listen_addresses]
+        for host, port in wanted:
+            if not _port_is_free(port, host):
                 raise RuntimeError(
-                    f"port {port} on {_HOST} is in use; cannot start {self.node_name}"
+                    f"port {port} on {host} is in use (or {host} is not an address of this "
+                    f"host); cannot start {self.node_name}"
                 )
 
         self._write_files()
@@ -198,7 +244,7 @@ class RabbitNode:
                 self._reap()
                 raise RuntimeError(
                     f"{self.node_name} exited with code {proc.returncode} while starting"
-                    f"{self._log_tail()}"
+                    f"{self.log_tail()}"
                 )
             remaining = deadline - time.monotonic()
             try:
@@ -210,9 +256,21 @@ class RabbitNode:
                 self._force_kill(grace=5.0)
                 raise RuntimeError(
                     f"{self.node_name} did not accept AMQP logins on port {self.amqp_port} "
-                    f"within {timeout:.0f}s (last error: {last_error}){self._log_tail()}"
+                    f"within {timeout:.0f}s (last error: {last_error}){self.log_tail()}"
                 )
             time.sleep(_POLL_INTERVAL)
+
+    def url_on(self, address: str) -> str:
+        """The AMQP URL on one of the extra listen addresses (or 127.0.0.1)."""
+        if address != _HOST and address not in self.extra_listen_addresses:
+            raise ValueError(f"{self.node_name} does not listen on {address}")
+        return f"amqp://guest:guest@{address}:{self.amqp_port}/"
+
+    def kill(self) -> None:
+        """Crash the node: SIGKILL its whole Erlang VM (and the wrapper script and port
+        programs), no shutdown of any kind.  Returns once the VM is gone; a no-op if the
+        node is not running.  Data on disk stays, so ``start()`` brings the node back."""
+        self._reap()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut the node down gracefully (``rabbitmqctl shutdown``).
@@ -262,7 +320,7 @@ class RabbitNode:
             forced = True
         if forced:
             raise RuntimeError(
-                f"{self.node_name} did not stop cleanly: {'; '.join(notes)}{self._log_tail()}"
+                f"{self.node_name} did not stop cleanly: {'; '.join(notes)}{self.log_tail()}"
             )
 
     def is_running(self) -> bool:
@@ -279,9 +337,17 @@ class RabbitNode:
         finally:
             self._reap()
 
-    def ctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """Run ``rabbitmqctl -n <this node> ARGS`` with this node's HOME/cookie."""
-        return self._ctl(list(args), timeout=timeout)
+    def ctl(
+        self, *args: str, timeout: float = 60.0, tool: str = "rabbitmqctl"
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``rabbitmqctl -n <this node> ARGS`` with this node's HOME/cookie.
+
+        ``tool`` picks another CLI of the same family (``rabbitmq-queues``,
+        ``rabbitmq-diagnostics``, ...), addressed the same way.
+        """
+        if tool not in _CLI_TOOLS:
+            raise ValueError(f"unknown CLI tool {tool!r}; one of {sorted(_CLI_TOOLS)}")
+        return self._ctl(list(args), timeout=timeout, tool=tool)
 
     def __enter__(self) -> "RabbitNode":
         self.start()
@@ -323,19 +389,34 @@ class RabbitNode:
         for d in (self.home_dir, self.mnesia_base, self.log_dir, self.base_dir / "conf.d"):
             d.mkdir(parents=True, exist_ok=True)
         cookie = self.home_dir / ".erlang.cookie"
-        if not cookie.exists():
+        if self._cookie is not None:
+            # Rewritten on every start: a cluster's nodes must agree on it.  Replace, not
+            # write in place: the old file is read-only.
+            tmp = cookie.with_name(".erlang.cookie.new")
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "w") as f:
+                f.write(self._cookie)
+            os.replace(tmp, cookie)
+        elif not cookie.exists():
             fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(16).upper())
         # Erlang refuses a cookie readable by group/others.
         os.chmod(cookie, 0o400)
-        (self.base_dir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = {_HOST}:{self.amqp_port}\n"
-            "log.file.level = info\n"
-            "log.console = false\n"
+        conf = [f"listeners.tcp.local = {_HOST}:{self.amqp_port}"]
+        conf += [
+            f"listeners.tcp.extra{i} = {address}:{self.amqp_port}"
+            for i, address in enumerate(self.extra_listen_addresses, start=1)
+        ]
+        conf += [
+            "log.file.level = info",
+            "log.console = false",
             # Tests must not stall on a disk alarm of a busy CI disk.
-            "disk_free_limit.absolute = 10MB\n"
-        )
+            "disk_free_limit.absolute = 10MB",
+            *self._extra_config,
+        ]
+        (self.base_dir / "rabbitmq.conf").write_text("".join(f"{line}\n" for line in conf))
         (self.base_dir / "enabled_plugins").write_text("[].\n")
         # Our own (empty) env file so /etc/rabbitmq/rabbitmq-env.conf is not sourced.
         (self.base_dir / "rabbitmq-env.conf").write_text("")
@@ -381,8 +462,10 @@ class RabbitNode:
         )
         return env
 
-    def _ctl(self, args: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
-        cmd = [str(RABBITMQ_BIN_DIR / "rabbitmqctl"), "-n", self.node_name, *args]
+    def _ctl(
+        self, args: list[str], *, timeout: float, tool: str = "rabbitmqctl"
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(RABBITMQ_BIN_DIR / tool), "-n", self.node_name, *args]
         proc = subprocess.Popen(
             cmd,
             env=self._env(),
@@ -419,22 +502,39 @@ class RabbitNode:
             self._finalizer.detach()
             self._finalizer = None
 
-    def _log_tail(self) -> str:
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the console and node logs, for error messages."""
         parts = []
         for path in (self.console_log, self.node_log):
             try:
-                lines = path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
             except OSError:
                 continue
-            parts.append(f"\n--- tail of {path} ---\n" + "\n".join(lines))
+            parts.append(f"\n--- tail of {path} ---\n" + "\n".join(tail))
         return "".join(parts)
+
+
+def _listen_address(address: str) -> str:
+    """A specific IPv4 address to listen on; a wildcard would expose the node to every
+    interface, which a test node must never do."""
+    ip = ipaddress.IPv4Address(address)
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"not a specific local address to listen on: {address}")
+    if str(ip) == _HOST:
+        raise ValueError(f"{_HOST} is always listened on; do not list it again")
+    return str(ip)
 
 
 # -- process helpers -------------------------------------------------------------------
 
 
 def _proc_stat(pid: int) -> tuple[int, int, str] | None:
-    """(ppid, starttime, comm) of a process, or None if it is gone."""
+    """(ppid, starttime, comm) of a process, or None if it is gone.
+
+    A zombie counts as gone: it has exited and only waits for its parent to reap it.
+    The VM, orphaned when the wrapper script dies with it, is reaped by PID 1, which
+    can take a second; waiting for that would only slow ``kill()`` down.
+    """
     try:
         raw = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -442,6 +542,8 @@ def _proc_stat(pid: int) -> tuple[int, int, str] | None:
     lpar, rpar = raw.index("("), raw.rindex(")")
     fields = raw[rpar + 2 :].split()
     # fields[0] is state, [1] ppid, [19] starttime (stat fields 3, 4 and 22).
+    if fields[0] in ("Z", "X"):
+        return None
     return int(fields[1]), int(fields[19]), raw[lpar + 1 : rpar]
 
 
@@ -528,13 +630,13 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def _port_is_free(port: int) -> bool:
+def _port_is_free(port: int, host: str = _HOST) -> bool:
     # SO_REUSEADDR: TIME_WAIT leftovers of a previous run don't count as "in use" (the
     # broker sets it too), a listening socket does.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((_HOST, port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
