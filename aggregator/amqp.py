@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -212,8 +212,23 @@ def is_ack(result: object) -> bool:
     return isinstance(result, spec.Basic.Ack)
 
 
+class ConfirmsStalled(TimeoutError):
+    """No confirm came for ``stall_timeout`` seconds while some were still awaited."""
+
+    def __init__(self, confirmed: int, total: int, stall_timeout: float) -> None:
+        super().__init__(
+            f"the broker confirmed {confirmed} of {total} event(s), then none for"
+            f" {stall_timeout:g}s"
+        )
+        self.confirmed = confirmed
+
+
 async def publish_pipelined(
-    channel: AbstractChannel, exchange: str, messages: Iterable[tuple[str, bytes, str]]
+    channel: AbstractChannel,
+    exchange: str,
+    messages: Iterable[tuple[str, bytes, str]],
+    *,
+    stall_timeout: float,
 ) -> list[object]:
     """Publish every ``(routing_key, body, message_id)``, then await all their confirms.
 
@@ -222,19 +237,50 @@ async def publish_pipelined(
     contract's wire format (JSON, persistent, ``message_id``) with ``mandatory=True``;
     ``wait=False`` lets the next publish take the channel's lock without waiting for this frame
     to reach the socket. Confirms and raising on returns are the channel's, as through aio-pika.
+
+    The wait follows progress, not the clock: it fails with :class:`ConfirmsStalled` only when
+    no confirm came for ``stall_timeout`` seconds, so a large batch on a slow broker is not
+    refused for its size, and a broker that stopped answering is noticed as soon as a small one.
     """
     underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-    publishes: list[Awaitable[object]] = [
-        underlay.basic_publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            properties=spec.Basic.Properties(
-                content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id
-            ),
-            mandatory=True,
-            wait=False,
+    publishes = [
+        asyncio.ensure_future(
+            underlay.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=spec.Basic.Properties(
+                    content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id
+                ),
+                mandatory=True,
+                wait=False,
+            )
         )
         for routing_key, body, message_id in messages
     ]
+    progress = asyncio.Event()
+    remaining = len(publishes)
+
+    def one_more(_: object) -> None:
+        nonlocal remaining
+        remaining -= 1
+        progress.set()
+
+    for publish in publishes:
+        publish.add_done_callback(one_more)
+    try:
+        while remaining:
+            progress.clear()
+            try:
+                async with asyncio.timeout(stall_timeout):
+                    await progress.wait()
+            except TimeoutError:
+                raise ConfirmsStalled(
+                    len(publishes) - remaining, len(publishes), stall_timeout
+                ) from None
+    except BaseException:
+        for publish in publishes:
+            publish.cancel()  # the unconfirmed ones; a no-op for the rest
+        await asyncio.gather(*publishes, return_exceptions=True)
+        raise
     return await asyncio.gather(*publishes, return_exceptions=True)

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     # The largest single event, as JSON re-encoded the way it is published and stored: 413 over
     # HTTP, dead-lettered over AMQP. Also bounds what one message costs the worker.
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
-    # A publish whose confirm has not come back by then answers 503 (the contract's 5 s bound).
+    # A publish answers 503 once no confirm came for this long while some are awaited (the
+    # contract's 5 s bound on a broker that stopped answering); a large batch on a slow broker
+    # may take longer in all, as long as confirms keep coming.
     confirm_timeout_s: float = Field(default=4.0, gt=0)
 
     # The worker stores up to batch_size deliveries and batch_bytes of bodies in one

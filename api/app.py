@@ -292,7 +292,7 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                 "content": _json_examples(
                     not_connected={"detail": "not connected to the broker"},
                     no_confirm={
-                        "detail": "the broker did not confirm 3 event(s) within "
+                        "detail": "the broker confirmed 2 of 3 event(s), then none for "
                         f"{settings.confirm_timeout_s:g}s"
                     },
                     unroutable={

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import PublishError
 
-from aggregator.amqp import is_ack, publish_pipelined
+from aggregator.amqp import ConfirmsStalled, is_ack, publish_pipelined
 from aggregator.connection import BROKER_ERRORS, close_quietly, connect
 from aggregator.errors import BrokerUnavailable
 from aggregator.events import Event
@@ -85,18 +85,15 @@ class Publisher:
             raise BrokerUnavailable("not connected to the broker", reason="not_connected")
         if on_handed is not None:
             on_handed(len(events))
-        exchange = self._settings.exchange
         try:
-            async with asyncio.timeout(self._settings.confirm_timeout_s):
-                results = await publish_pipelined(
-                    self._channel, exchange, ((e.topic, e.wire, e.event_id) for e in events)
-                )
-        except TimeoutError:
-            raise BrokerUnavailable(
-                f"the broker did not confirm {len(events)} event(s) within "
-                f"{self._settings.confirm_timeout_s:g}s",
-                reason="timeout",
-            ) from None
+            results = await publish_pipelined(
+                self._channel,
+                self._settings.exchange,
+                ((e.topic, e.wire, e.event_id) for e in events),
+                stall_timeout=self._settings.confirm_timeout_s,
+            )
+        except ConfirmsStalled as exc:
+            raise BrokerUnavailable(str(exc), reason="timeout") from None
         # Only the broker's Ack counts: a nack, a return, a lost channel, anything else fails.
         failures = [r for r in results if not is_ack(r)]
         if failures:

@@ -64,7 +64,7 @@ class Accepted(BaseModel):
 class Problem(BaseModel):
     """An error the API found itself: one line saying what is wrong."""
 
-    detail: str = Field(examples=["the broker did not confirm 3 event(s) within 4s"])
+    detail: str = Field(examples=["the broker confirmed 2 of 3 event(s), then none for 4s"])
 
 
 class FieldError(BaseModel):

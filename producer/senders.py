@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq import spec
 
-from aggregator.amqp import publish_pipelined
+from aggregator.amqp import ConfirmsStalled, publish_pipelined
 from aggregator.connection import BROKER_ERRORS, connect, redacted
 from aggregator.events import CONTENT_TYPE
 from aggregator.settings import Settings
@@ -337,15 +337,16 @@ class AmqpSender:
             raise RuntimeError("AmqpSender is used outside `async with`")
         exchange = self._settings.exchange
         try:
-            async with asyncio.timeout(self._timeout_s):
-                # As the API's publisher does (the channel underneath is fetched per window,
-                # so a reconnect is picked up).
-                results = await publish_pipelined(
-                    self._channel, exchange, ((e.topic, e.body, e.event_id) for e in events)
-                )
-        except TimeoutError:
-            reason = f"no confirm within {self._timeout_s:g}s"
-            return [_Failure(event, reason, retriable=True) for event in events]
+            # As the API's publisher does (the channel underneath is fetched per window, so a
+            # reconnect is picked up).
+            results = await publish_pipelined(
+                self._channel,
+                exchange,
+                ((e.topic, e.body, e.event_id) for e in events),
+                stall_timeout=self._timeout_s,
+            )
+        except ConfirmsStalled as exc:
+            return [_Failure(event, str(exc), retriable=True) for event in events]
         except BROKER_ERRORS as exc:
             return [_Failure(event, _describe(exc), retriable=True) for event in events]
         failures = []
