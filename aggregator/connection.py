@@ -1,15 +1,22 @@
-"""Opening the robust broker connection both processes use, with a bounded first connect."""
+"""The broker connection both processes use: several nodes, a bounded first connect, failover.
+
+aio-pika's robust connection reconnects by itself, but to the one URL it was given (aio-pika
+issue #141, open since 2018), and its first connect raises when the broker is not up yet.
+:class:`FailoverConnection` tries every URL of ``AGG_AMQP_URL`` in turn on each attempt,
+starting after the node it lost; :func:`connect` retries the first connect within a bound.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika import RobustConnection
+from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
 
@@ -21,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # Errors that mean "the broker did not do it": connection or channel loss, nack, return, timeout.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_EXCEPTIONS, asyncio.TimeoutError)
+# One TCP + AMQP handshake; a node whose host is cut off answers nothing, so this bounds how
+# long a try on it holds up the next node.
+ATTEMPT_TIMEOUT_S = 5.0
 
 
 class _Closable(Protocol):
@@ -43,32 +53,82 @@ async def close_quietly(resource: _Closable | None, *, timeout: float = 5.0) -> 
     raise_if_cancelling()
 
 
-def redacted(url: str) -> str:
+def redacted(urls: str) -> str:
+    """A URL, or a comma-separated list of them, with every password replaced by ***."""
+    parts = []
+    for url in urls.split(","):
+        parsed = URL(url.strip())
+        parts.append(str(parsed.with_password("***")) if parsed.password else url.strip())
+    return ",".join(parts)
+
+
+def _with_heartbeat(url: str, heartbeat_s: int) -> URL:
     parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
+    if "heartbeat" in parsed.query:
+        return parsed  # the URL's own setting wins
+    return parsed.update_query(heartbeat=heartbeat_s)
+
+
+class FailoverConnection(RobustConnection):
+    """A robust connection over several broker URLs: each attempt tries them all in turn.
+
+    It starts at the node after the one it lost, so a node that died (or whose host is cut off)
+    costs at most one attempt timeout before the next node answers. Channels, their QoS and the
+    declared topology are restored on the new node by aio-pika, as after any reconnect.
+    """
+
+    def __init__(self, urls: Sequence[URL], **kwargs: Any) -> None:
+        super().__init__(urls[0], **kwargs)
+        self._urls = list(urls)
+        self._index = 0
+
+    @property
+    def node(self) -> str:
+        """The host:port this connection is (or was last) on."""
+        return f"{self.url.host}:{self.url.port}"
+
+    # aio-pika 10's private hook for one connect attempt (pinned <11; tests cover failover).
+    async def _RobustConnection__connect_transport(self) -> None:  # noqa: N802
+        failures: list[BaseException] = []
+        for _ in self._urls:
+            self.url = self._urls[self._index]
+            try:
+                await RobustConnection._RobustConnection__connect_transport(self)  # type: ignore[attr-defined]
+                return
+            except CONNECTION_EXCEPTIONS as exc:
+                failures.append(exc)
+                self._index = (self._index + 1) % len(self._urls)
+        raise failures[-1]
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        # Also called when an attempt fails (no transport yet): the loop above moves on then.
+        if not self._close_called and self.transport is not None:
+            # An established connection's node went away: start the next attempt after it.
+            self._index = (self._index + 1) % len(self._urls)
+        await super()._on_connection_close(closing)
 
 
 async def connect(
     settings: Settings, *, client_name: str, give_up_after_s: float | None
-) -> AbstractRobustConnection:
-    """A robust connection; the first attempt is retried until ``give_up_after_s`` (None: forever).
-
-    ``connect_robust`` reconnects by itself after a loss, but its first connect raises when the
-    broker is not up yet, which is normal when containers start in any order.
-    """
+) -> FailoverConnection:
+    """A failover connection; the first attempt is retried until ``give_up_after_s`` (None:
+    forever), since containers start in any order."""
+    urls = [_with_heartbeat(url, settings.heartbeat_s) for url in settings.amqp_urls]
     started = time.monotonic()
     delay = 0.2
     attempt = 0
     while True:
         attempt += 1
+        connection = FailoverConnection(
+            urls,
+            reconnect_interval=settings.reconnect_interval_s,
+            client_properties={"connection_name": client_name},
+        )
         try:
-            connection = await aio_pika.connect_robust(
-                settings.amqp_url,
-                reconnect_interval=settings.reconnect_interval_s,
-                client_properties={"connection_name": client_name},
-            )
+            await connection.connect(timeout=ATTEMPT_TIMEOUT_S)
         except CONNECTION_EXCEPTIONS as exc:
             raise_if_cancelling()
+            await close_quietly(connection)
             waited = time.monotonic() - started
             if give_up_after_s is not None and waited + delay > give_up_after_s:
                 raise BrokerUnreachable(
@@ -85,12 +145,24 @@ async def connect(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        log.info("connected to broker at %s as %s", redacted(settings.amqp_url), client_name)
+        log.info("connected to broker node %s as %s", connection.node, client_name)
         _log_lifecycle(connection, client_name)
         return connection
 
 
-def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> None:
+async def connect_once(settings: Settings) -> AbstractConnection:
+    """A plain connection to the first node that answers (for short-lived side work)."""
+    failures: list[BaseException] = []
+    for url in settings.amqp_urls:
+        try:
+            return await aio_pika.connect(url, timeout=ATTEMPT_TIMEOUT_S)
+        except CONNECTION_EXCEPTIONS as exc:
+            raise_if_cancelling()
+            failures.append(exc)
+    raise failures[-1]
+
+
+def _log_lifecycle(connection: FailoverConnection, client_name: str) -> None:
     """One line when the connection is lost and one when it is back, not one per attempt."""
     lost = False
 
@@ -100,12 +172,12 @@ def _log_lifecycle(connection: AbstractRobustConnection, client_name: str) -> No
         if exc is None or isinstance(exc, asyncio.CancelledError) or lost:
             return
         lost = True
-        log.warning("%s lost its broker connection: %r; reconnecting", client_name, exc)
+        log.warning("%s lost broker node %s: %r; reconnecting", client_name, connection.node, exc)
 
     def on_reconnect(_: Any) -> None:
         nonlocal lost
         lost = False
-        log.info("%s reconnected to the broker", client_name)
+        log.info("%s reconnected, to broker node %s", client_name, connection.node)
 
     connection.close_callbacks.add(on_close)
     connection.reconnect_callbacks.add(on_reconnect)

@@ -13,7 +13,7 @@ import logging
 import aio_pika
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aggregator.connection import BROKER_ERRORS, close_quietly
+from aggregator.connection import BROKER_ERRORS, close_quietly, connect_once
 from aggregator.settings import Settings
 from aggregator.tasks import raise_if_cancelling
 
@@ -49,7 +49,7 @@ class QueueGauges:
         while True:
             raise_if_cancelling()
             try:
-                connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+                connection = await connect_once(settings)
             except BROKER_ERRORS as exc:
                 raise_if_cancelling()
                 log.debug("queue gauges: broker not reachable: %r", exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Most worker processes one `python -m worker` supervises (AGG_WORKERS, --workers).
@@ -17,13 +17,20 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AGG_", extra="ignore", frozen=True)
 
+    # One broker, or several nodes of a cluster, comma-separated: each process connects to the
+    # first that answers and moves to the next when its node goes away.
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    # AMQP heartbeat: how soon a silent link (a host cut off) is noticed, about 2-3 times this.
+    heartbeat_s: int = Field(default=15, ge=0, le=600)
     db_path: Path = Path("data/aggregator.db")
     exchange: str = Field(default="logs", min_length=1, max_length=200)
     queue: str = Field(default="logs.aggregator", min_length=1, max_length=200)
     queue_type: Literal["quorum", "classic"] = "quorum"
     # Redeliveries a quorum queue allows before it dead-letters a message that keeps failing.
     delivery_limit: int = Field(default=20, ge=1)
+    # Quorum queues: replicas when the queue is created (x-quorum-initial-group-size); unset,
+    # the broker's default. Only applies to a new queue; see "Scaling out" in README.md.
+    quorum_group_size: int | None = Field(default=None, ge=1)
     prefetch: int = Field(default=1000, ge=1, le=65535)
 
     host: str = "0.0.0.0"
@@ -60,6 +67,30 @@ class Settings(BaseSettings):
     metrics_interval_s: float = Field(default=5.0, gt=0)
 
     log_level: str = "INFO"
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        urls = [url.strip() for url in value.split(",") if url.strip()]
+        if not urls:
+            raise ValueError("AGG_AMQP_URL names no broker")
+        for url in urls:
+            if not url.startswith(("amqp://", "amqps://")):
+                raise ValueError(f"AGG_AMQP_URL: {url.split('@')[-1]!r} is not an amqp:// URL")
+        return ",".join(urls)
+
+    def as_environment(self) -> dict[str, str]:
+        """The ``AGG_*`` variables that make another process read exactly these settings."""
+        return {
+            f"AGG_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None  # unset: the other process's default, as here
+        }
+
+    @property
+    def amqp_urls(self) -> list[str]:
+        """Every broker URL of ``AGG_AMQP_URL``, in the order given."""
+        return self.amqp_url.split(",")
 
     @property
     def dead_letter_exchange(self) -> str:

@@ -36,11 +36,16 @@ def queue_arguments(settings: Settings) -> FieldTable:
     }
     if settings.queue_type == "quorum":
         arguments["x-delivery-limit"] = settings.delivery_limit
+        if settings.quorum_group_size is not None:
+            arguments["x-quorum-initial-group-size"] = settings.quorum_group_size
     return arguments
 
 
 def dead_letter_queue_arguments(settings: Settings) -> FieldTable:
-    return {"x-queue-type": settings.queue_type}
+    arguments: FieldTable = {"x-queue-type": settings.queue_type}
+    if settings.queue_type == "quorum" and settings.quorum_group_size is not None:
+        arguments["x-quorum-initial-group-size"] = settings.quorum_group_size
+    return arguments
 
 
 async def declare_topology(channel: AbstractChannel, settings: Settings) -> Topology:

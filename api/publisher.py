@@ -2,6 +2,10 @@
 
 A publish succeeds only when the broker confirmed every event of the batch. All publishes of a
 batch are written together and their confirms awaited together (pipelined), never one by one.
+
+A nack gets the channel replaced: on RabbitMQ 3.10 a channel whose first publish to a quorum
+queue came while the queue had no leader (a node just died) is nacked for good, while a new
+channel on the same connection is confirmed at once.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from aio_pika.exceptions import PublishError
+from aio_pika.exceptions import DeliveryError, PublishError
 
 from aggregator.amqp import ConfirmsStalled, is_ack, publish_pipelined
 from aggregator.connection import BROKER_ERRORS, close_quietly, connect
@@ -33,6 +37,7 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._topology: Topology | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._replacing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect(), name="publisher-connect")
@@ -96,6 +101,8 @@ class Publisher:
             raise BrokerUnavailable(str(exc), reason="timeout") from None
         # Only the broker's Ack counts: a nack, a return, a lost channel, anything else fails.
         failures = [r for r in results if not is_ack(r)]
+        if any(isinstance(failure, DeliveryError) for failure in failures):
+            self._replace_channel()
         if failures:
             first = failures[0]
             unroutable = isinstance(first, PublishError)
@@ -110,7 +117,27 @@ class Publisher:
                 reason="unroutable" if unroutable else "broker",
             )
 
+    def _replace_channel(self) -> None:
+        if self._replacing is None or self._replacing.done():
+            self._replacing = asyncio.create_task(self._new_channel(), name="publisher-channel")
+
+    async def _new_channel(self) -> None:
+        """A fresh confirm-mode channel, the topology declared on it; then the old one goes."""
+        if self._connection is None:
+            return
+        try:
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+            topology = await declare_topology(channel, self._settings)
+        except BROKER_ERRORS as exc:
+            raise_if_cancelling()
+            log.warning("could not open a new channel after a nack: %r", exc)
+            return
+        old, self._channel, self._topology = self._channel, channel, topology
+        log.info("publishing on a new channel after the broker nacked")
+        await close_quietly(old)
+
     async def close(self) -> None:
+        await stop_task(self._replacing)
         await stop_task(self._connecting)
         await close_quietly(self._connection)
         self._connection = self._channel = self._topology = None

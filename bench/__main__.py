@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-
+from aggregator.connection import connect_once
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
 from bench import raw
@@ -119,7 +118,7 @@ def ingest_load(port: int, count: int, seed: int) -> list[str]:
 
 async def declare_plain(settings: Settings) -> None:
     """A plain exchange and queue of the settings' type, for the raw figures."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     async with connection:
         channel = await connection.channel()
         await raw.declare(channel, settings.exchange, settings.queue, settings.queue_type)
@@ -127,7 +126,7 @@ async def declare_plain(settings: Settings) -> None:
 
 async def declare_product(settings: Settings) -> None:
     """The product's own topology (quorum, dead-lettering), as the API and worker declare it."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     async with connection:
         channel = await connection.channel()
         await declare_topology(channel, settings)

@@ -23,6 +23,7 @@ import aio_pika
 import httpx
 import orjson
 
+from aggregator.connection import connect_once
 from aggregator.settings import Settings
 from aggregator.store import SqliteStore, Stats
 from aggregator.topology import delete_topology
@@ -56,7 +57,7 @@ def free_port() -> int:
 
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    env.update({f"AGG_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    env.update(settings.as_environment())
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -121,7 +122,7 @@ def last_json_line(path: Path) -> dict[str, Any]:
 
 
 async def delete_names(settings: Settings) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     async with connection:
         await delete_topology(await connection.channel(), settings)
 

@@ -1,4 +1,5 @@
-"""Exit 0 when an AMQP 0-9-1 broker answers at the URL given (a real protocol handshake).
+"""Exit 0 when an AMQP 0-9-1 broker answers at the URL given, or at any of a comma-separated
+list of them (a real protocol handshake).
 
 Standard library only, so it runs before the virtualenv exists.
 """
@@ -26,5 +27,18 @@ def broker_answers(url: str, timeout: float = 3.0) -> bool:
     return len(frame) >= 11 and frame[0] == 1 and frame[7:11] == b"\x00\x0a\x00\x0a"
 
 
+def any_answers(urls: str) -> bool:
+    return any(broker_answers(url.strip()) for url in urls.split(",") if url.strip())
+
+
+def where(urls: str) -> str:
+    """The brokers' host:port list, for messages: no user, no password."""
+    parts = [urlsplit(url.strip()) for url in urls.split(",") if url.strip()]
+    return ",".join(f"{p.hostname or 'localhost'}:{p.port or 5672}" for p in parts)
+
+
 if __name__ == "__main__":
-    sys.exit(0 if broker_answers(sys.argv[1]) else 1)
+    if sys.argv[1] == "--where":
+        print(where(sys.argv[2]))  # noqa: T201 (a command-line tool's answer)
+        sys.exit(0)
+    sys.exit(0 if any_answers(sys.argv[1]) else 1)

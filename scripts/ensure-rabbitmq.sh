@@ -10,11 +10,12 @@ python=${PYTHON:-python3}
 probe() { "$python" scripts/amqp_probe.py "$url"; }
 
 if probe; then
-  echo "broker: RabbitMQ answers at ${url%%://*}://…@${url#*@}"
+  echo "broker: RabbitMQ answers at $("$python" scripts/amqp_probe.py --where "$url")"
   exit 0
 fi
 
-host=$("$python" -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).hostname or "localhost")' "$url")
+# With several nodes (a comma list), only a local first node is this script's to start.
+host=$("$python" -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1].split(",")[0]).hostname or "localhost")' "$url")
 case "$host" in
   localhost|127.0.0.1|::1) ;;
   *) echo "broker: nothing answers at $host and it is not this machine: start it, or point AGG_AMQP_URL elsewhere" >&2

@@ -12,7 +12,9 @@ import pytest
 from aggregator.settings import Settings
 from aggregator.store import DedupStore, SqliteStore
 from tests.support.broker import NoBroker, delete_topology, test_broker_url
+from tests.support.netns import service_addresses
 from tests.support.postgres import NoPostgres, fresh_database, test_pg_url
+from tests.support.rabbit_cluster import RabbitCluster
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +34,32 @@ def pg_admin_url() -> Iterator[str]:
             yield url
     except NoPostgres as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cluster_addresses() -> Iterator[list[str]]:
+    """Three addresses of our own on the loopback, one per cluster node, that a test host (a
+    network namespace) can reach, and lose one at a time (tests/support/netns.py)."""
+    with service_addresses(3) as addresses:
+        yield addresses
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, cluster_addresses: list[str]
+) -> Iterator[RabbitCluster]:
+    """A private three-node RabbitMQ cluster, formed once (~20 s) for every test that needs one.
+
+    Each node listens on 127.0.0.1 and on every cluster address; a test that stops or kills a
+    node starts it again before it ends. ``loopback_users = none``: guest may log in from a
+    namespace's address.
+    """
+    with RabbitCluster(
+        tmp_path_factory.mktemp("cluster"),
+        extra_listen_addresses=cluster_addresses,
+        extra_config=["loopback_users = none"],
+    ) as formed:
+        yield formed
 
 
 @pytest.fixture

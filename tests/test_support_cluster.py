@@ -3,7 +3,8 @@ failover tests will lean on: a quorum queue with a replica on each node survives
 its leader, a new leader is elected among the other two, publishes confirm through a
 surviving node, and the killed node comes back into the cluster as itself, losing nothing.
 
-One cluster for the module (forming it is the slow part); never the machine's shared broker.
+The cluster is the session's (tests/conftest.py: forming it is the slow part); never the
+machine's shared broker.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import aio_pika
 import aio_pika.abc
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-# A second loopback address stands in for the veth address a network namespace would use.
-EXTRA_ADDRESS = "127.0.0.2"
 QUORUM_ARGS: FieldTable = {"x-queue-type": "quorum", "x-quorum-initial-group-size": 3}
 PER_PHASE = 100
 # One publish's confirm; a quorum queue confirms in milliseconds when it has a leader.
@@ -38,16 +36,6 @@ CONFIRM_TIMEOUT_S = 10.0
 # Measured here: a new leader within ~0.5 s (one CLI round trip), a rejoin within ~8 s.
 LEADER_TIMEOUT_S = 30.0
 REJOIN_TIMEOUT_S = 90.0
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
-    started = time.monotonic()
-    with RabbitCluster(
-        tmp_path_factory.mktemp("cluster"), extra_listen_addresses=[EXTRA_ADDRESS]
-    ) as formed:
-        log.info("cluster of %d formed in %.1fs", len(formed.nodes), time.monotonic() - started)
-        yield formed
 
 
 def message(body: str) -> aio_pika.Message:
@@ -171,11 +159,14 @@ async def test_quorum_queue_rides_out_a_kill9_of_its_leader(cluster: RabbitClust
 
 
 @pytest.mark.timeout(120)
-async def test_extra_listener_and_connections_on(cluster: RabbitCluster) -> None:
+async def test_extra_listener_and_connections_on(
+    cluster: RabbitCluster, cluster_addresses: list[str]
+) -> None:
     # Whatever the test before left stopped comes back first.
     await asyncio.to_thread(cluster.start_all)
     name = f"probe-{uuid.uuid4().hex[:8]}"
-    url = cluster.nodes[1].url_on(EXTRA_ADDRESS)
+    extra = cluster_addresses[0]
+    url = cluster.nodes[1].url_on(extra)
     async with await aio_pika.connect(url, client_properties={"connection_name": name}):
         held = await eventually(
             lambda: asyncio.to_thread(cluster.connections_on, 1),
@@ -184,14 +175,14 @@ async def test_extra_listener_and_connections_on(cluster: RabbitCluster) -> None
             what=f"node 1 to list the connection {name}",
         )
         (ours,) = [c for c in held if c.client_properties.get("connection_name") == name]
-        assert (ours.host, ours.port) == (EXTRA_ADDRESS, cluster.nodes[1].amqp_port)
+        assert (ours.host, ours.port) == (extra, cluster.nodes[1].amqp_port)
         for other in (0, 2):
             conns = await asyncio.to_thread(cluster.connections_on, other)
             names = [c.client_properties.get("connection_name") for c in conns]
             assert name not in names, f"node {other} claims the connection: {names}"
 
 
-def test_nodes_are_private(cluster: RabbitCluster) -> None:
+def test_nodes_are_private(cluster: RabbitCluster, cluster_addresses: list[str]) -> None:
     """Names, ports and directories differ per node and from the shared broker's."""
     names = cluster.node_names
     assert len(set(names)) == 3 and not any(n.startswith("rabbit@") for n in names)
@@ -202,6 +193,9 @@ def test_nodes_are_private(cluster: RabbitCluster) -> None:
         conf = (node.base_dir / "rabbitmq.conf").read_text()
         listeners = sorted(line for line in conf.splitlines() if line.startswith("listeners."))
         assert listeners == [
-            f"listeners.tcp.extra1 = {EXTRA_ADDRESS}:{node.amqp_port}",
+            *(
+                f"listeners.tcp.extra{i} = {address}:{node.amqp_port}"
+                for i, address in enumerate(cluster_addresses, 1)
+            ),
             f"listeners.tcp.local = 127.0.0.1:{node.amqp_port}",
         ]

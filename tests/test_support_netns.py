@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Host
+from tests.support.netns import Host, service_addresses
 from tests.support.postgres import PrivatePostgres
 from tests.support.processes import REPO_ROOT
 
@@ -133,3 +133,21 @@ def _connect_when_listening(
             if server.poll() is not None or time.monotonic() >= deadline:
                 raise
         time.sleep(0.05)  # poll interval with a deadline
+
+
+def test_cut_from_one_address_keeps_the_others(host: Host) -> None:
+    with (
+        service_addresses(2) as (lost, kept),
+        socket.create_server((lost, 0)) as lost_server,
+        socket.create_server((kept, 0)) as kept_server,
+    ):
+        lost_port, kept_port = lost_server.getsockname()[1], kept_server.getsockname()[1]
+        assert connect_from(host, lost, lost_port) == "connected"
+        host.cut_from(lost)
+        try:
+            # The blackhole route refuses a new connection at once (EINVAL), nothing is sent.
+            assert connect_from(host, lost, lost_port, CUT_TIMEOUT_S) != "connected"
+            assert connect_from(host, kept, kept_port) == "connected"
+        finally:
+            host.heal_from(lost)
+        assert connect_from(host, lost, lost_port) == "connected"

@@ -20,6 +20,7 @@ import aio_pika.abc
 import orjson
 
 from aggregator import topology
+from aggregator.connection import connect_once
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
 from scripts.amqp_probe import broker_answers
@@ -66,7 +67,7 @@ def docker_works() -> bool:
 
 async def queue_depth(settings: Settings, queue: str) -> int:
     """Ready messages in ``queue`` (passive declare; the queue must exist)."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     async with connection:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
@@ -75,7 +76,7 @@ async def queue_depth(settings: Settings, queue: str) -> int:
 
 async def delete_topology(settings: Settings) -> None:
     """Remove the test's exchanges and queues so the shared broker does not accumulate them."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     async with connection:
         await topology.delete_topology(await connection.channel(), settings)
 
@@ -97,7 +98,7 @@ async def publish_raw(settings: Settings, messages: list[tuple[str, bytes]]) -> 
 
     Declares the topology first (idempotent), as the contract asks of every producer process.
     """
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         topology = await declare_topology(channel, settings)
@@ -130,7 +131,7 @@ async def get_dead_letters(
     settings: Settings, expected: int, timeout: float = 20.0
 ) -> list[aio_pika.abc.AbstractIncomingMessage]:
     """Take ``expected`` messages from the dead-letter queue, polling with a deadline."""
-    connection = await aio_pika.connect(settings.amqp_url)
+    connection = await connect_once(settings)
     taken: list[aio_pika.abc.AbstractIncomingMessage] = []
     async with connection:
         channel = await connection.channel()

@@ -47,12 +47,12 @@ import shutil
 import signal
 import subprocess
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["SUPERNET", "Host", "NetnsUnavailable"]
+__all__ = ["SUPERNET", "Host", "NetnsUnavailable", "service_addresses"]
 
 # A /16 that no network here uses (checked per /30 when a host is made).
 SUPERNET = ipaddress.IPv4Network("10.213.0.0/16")
@@ -171,6 +171,23 @@ class Host:
         _run(f"tc -n {self.name} qdisc del dev {_INSIDE_DEV} root")
         self._cut = False
 
+    def cut_from(self, address: str) -> None:
+        """Drop the traffic between this host and one root-namespace ``address`` only.
+
+        For a server that listens on an address of its own (see :func:`service_addresses`):
+        this host loses that server, and keeps every other. The kernel here has no tc
+        classifiers, so it is routing that drops: a blackhole route inside the namespace (a
+        connect fails at once, an open connection stalls) and a policy rule in the root
+        namespace for the way back (the server's packets go nowhere, no RST, no ICMP).
+        """
+        _ip(f"-n {self.name} route add blackhole {address}/32")
+        _ip(f"rule add from {address} to {self.address} blackhole")
+
+    def heal_from(self, address: str) -> None:
+        """Undo :meth:`cut_from`."""
+        _ip(f"-n {self.name} route del blackhole {address}/32")
+        _ip(f"rule del from {address} to {self.address} blackhole")
+
     def close(self) -> None:
         """End the processes started here, remove the namespace and the link; idempotent."""
         self._finalizer()
@@ -189,6 +206,37 @@ class Host:
     def __repr__(self) -> str:
         state = "cut" if self._cut else "linked"
         return f"<Host {self.label} {self.name} {self.address} via {self.gateway} {state}>"
+
+
+@contextlib.contextmanager
+def service_addresses(count: int) -> Iterator[list[str]]:
+    """``count`` addresses of our own on the root namespace's loopback, for servers that a
+    namespaced host must reach (and lose) one by one: 10.212.0.N/32, removed afterwards.
+
+    Packets from a namespace to them are delivered locally, without forwarding.
+    """
+    _require_tools()
+    used = _networks_in_use()
+    chosen: list[str] = []
+    try:
+        for n in range(1, 255):
+            if len(chosen) == count:
+                break
+            candidate = ipaddress.IPv4Address(f"10.212.0.{n}")
+            if any(candidate in net for net in used):
+                continue
+            _ip(f"addr add {candidate}/32 dev lo")
+            chosen.append(str(candidate))
+        if len(chosen) < count:
+            raise RuntimeError(f"no {count} free addresses left in 10.212.0.0/24")
+        yield chosen
+    finally:
+        for address in chosen:
+            subprocess.run(
+                ["ip", "addr", "del", f"{address}/32", "dev", "lo"],
+                capture_output=True,
+                check=False,
+            )
 
 
 # -- making and removing ---------------------------------------------------------------
