@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from yarl import URL
 
 from aggregator.healthcheck import WORKER_METRIC, Probe, answers, module_of, probes_for
 from aggregator.settings import Settings
@@ -71,7 +72,13 @@ def service_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
 
 def test_compose_services_ports_and_health_ordering() -> None:
     services = compose()["services"]
-    assert set(services) == {"rabbitmq", "worker", "api"}
+    assert set(services) == {"rabbitmq", "rabbitmq-2", "rabbitmq-3", "worker", "api"}
+    # Without a profile: one node, the worker and the API.
+    assert {name for name, s in services.items() if not s.get("profiles")} == {
+        "rabbitmq",
+        "worker",
+        "api",
+    }
     rabbit = services["rabbitmq"]
     assert rabbit["image"].startswith("rabbitmq:4")
     assert "15672:15672" in rabbit["ports"]
@@ -85,8 +92,9 @@ def test_compose_services_ports_and_health_ordering() -> None:
 
 def test_every_service_has_a_healthcheck() -> None:
     services = compose()["services"]
-    rabbit = services["rabbitmq"]["healthcheck"]["test"]
-    assert rabbit[0] == "CMD" and rabbit[1] == "rabbitmq-diagnostics", rabbit
+    for node in RABBIT_NODES:
+        rabbit = services[node]["healthcheck"]["test"]
+        assert rabbit[0] == "CMD" and rabbit[1] == "rabbitmq-diagnostics", rabbit
     # The api and the worker get the image's HEALTHCHECK; compose must not turn it off.
     instructions = dockerfile_instructions()
     healthcheck = instructions[index_of(instructions, "HEALTHCHECK")][1]
@@ -96,6 +104,38 @@ def test_every_service_has_a_healthcheck() -> None:
         override = services[name].get("healthcheck", {})
         assert not override.get("disable", False), f"{name} turns the image's healthcheck off"
         assert "test" not in override or override["test"][-1] == "aggregator.healthcheck"
+
+
+RABBIT_NODES = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+
+
+def test_the_cluster_profile_forms_one_cluster_the_processes_fail_over_in() -> None:
+    services = compose()["services"]
+    nodes = [services[name] for name in RABBIT_NODES]
+    assert len({node["image"] for node in nodes}) == 1
+    # One cookie for every node and its CLI (the healthcheck), or they cannot talk.
+    cookies = {node["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] for node in nodes}
+    assert len(cookies) == 1 and "-setcookie" in cookies.pop()
+    assert all(n["environment"]["RABBITMQ_CTL_ERL_ARGS"].startswith("-setcookie") for n in nodes)
+    # Nodes 2 and 3 (cluster profile only) list all three by their node names, and join
+    # node 1 once it is healthy; every node grows quorum queues to three replicas.
+    peers = (ROOT / "deploy/rabbitmq/20-cluster.conf").read_text()
+    listed = re.findall(r"classic_config\.nodes\.\d+ = rabbit@(\S+)", peers)
+    assert listed == [node["hostname"] for node in nodes]
+    for name in RABBIT_NODES[1:]:
+        assert services[name]["profiles"] == ["cluster"]
+        assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+        assert any(v.endswith("/conf.d/20-cluster.conf:ro") for v in services[name]["volumes"])
+    assert not any("20-cluster.conf" in v for v in services["rabbitmq"]["volumes"])
+    for node in nodes:
+        mounts = [v.split(":")[0] for v in node["volumes"] if v.startswith("./")]
+        assert all((ROOT / mount).is_file() for mount in mounts), mounts
+        assert "./deploy/rabbitmq/10-quorum.conf" in mounts
+    assert "target_group_size = 3" in (ROOT / "deploy/rabbitmq/10-quorum.conf").read_text()
+    # The API and the worker know every node, in both set-ups.
+    for name in ("api", "worker"):
+        urls = Settings(amqp_url=services[name]["environment"]["AGG_AMQP_URL"]).amqp_urls
+        assert [URL(url).host for url in urls] == [node["hostname"] for node in nodes]
 
 
 def test_the_worker_scales_without_host_ports_and_names() -> None:
