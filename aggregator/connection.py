@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
@@ -60,6 +61,21 @@ def redacted(urls: str) -> str:
         parsed = URL(url.strip())
         parts.append(str(parsed.with_password("***")) if parsed.password else url.strip())
     return ",".join(parts)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for amqps:// nodes (None when no URL asks for TLS)."""
+    if not any(url.startswith("amqps://") for url in settings.amqp_urls):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.amqp_ca_file) if settings.amqp_ca_file else None
+    )
+    if settings.amqp_cert_file is not None:
+        context.load_cert_chain(
+            str(settings.amqp_cert_file),
+            str(settings.amqp_key_file) if settings.amqp_key_file else None,
+        )
+    return context
 
 
 def _with_heartbeat(url: str, heartbeat_s: int) -> URL:
@@ -114,6 +130,7 @@ async def connect(
     """A failover connection; the first attempt is retried until ``give_up_after_s`` (None:
     forever), since containers start in any order."""
     urls = [_with_heartbeat(url, settings.heartbeat_s) for url in settings.amqp_urls]
+    context = tls_context(settings)
     started = time.monotonic()
     delay = 0.2
     attempt = 0
@@ -123,6 +140,7 @@ async def connect(
             urls,
             reconnect_interval=settings.reconnect_interval_s,
             client_properties={"connection_name": client_name},
+            ssl_context=context,
         )
         try:
             await connection.connect(timeout=ATTEMPT_TIMEOUT_S)
@@ -153,9 +171,10 @@ async def connect(
 async def connect_once(settings: Settings) -> AbstractConnection:
     """A plain connection to the first node that answers (for short-lived side work)."""
     failures: list[BaseException] = []
+    context = tls_context(settings)
     for url in settings.amqp_urls:
         try:
-            return await aio_pika.connect(url, timeout=ATTEMPT_TIMEOUT_S)
+            return await aio_pika.connect(url, timeout=ATTEMPT_TIMEOUT_S, ssl_context=context)
         except CONNECTION_EXCEPTIONS as exc:
             raise_if_cancelling()
             failures.append(exc)

@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
     # AMQP heartbeat: how soon a silent link (a host cut off) is noticed, about 2-3 times this.
     heartbeat_s: int = Field(default=15, ge=0, le=600)
+    # TLS to the broker (amqps:// URLs): the CA that signed the broker's certificate (else the
+    # system's), and a client certificate and key where the broker asks for one.
+    amqp_ca_file: Path | None = None
+    amqp_cert_file: Path | None = None
+    amqp_key_file: Path | None = None
     db_path: Path = Path("data/aggregator.db")
     exchange: str = Field(default="logs", min_length=1, max_length=200)
     queue: str = Field(default="logs.aggregator", min_length=1, max_length=200)
