@@ -11,11 +11,11 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
-from yarl import URL
 
 from aggregator.errors import BrokerUnreachable
 from aggregator.settings import Settings
 from aggregator.tasks import raise_if_cancelling
+from aggregator.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,6 @@ async def close_quietly(resource: _Closable | None, *, timeout: float = 5.0) -> 
         log.debug("close of %r failed: %r", resource, exc)
     # aio-pika's close can end normally after taking a cancel, or raise it as a broker error.
     raise_if_cancelling()
-
-
-def redacted(url: str) -> str:
-    parsed = URL(url)
-    return str(parsed.with_password("***")) if parsed.password else url
 
 
 async def connect(
