@@ -225,6 +225,9 @@ async def test_events_paging_rules(settings: Settings) -> None:
         page = (await client.get("/events", params={"limit": 10})).json()
         assert [e["event_id"] for e in page["events"]] == [f"{i:03}" for i in range(10)]
         assert page["next"] is not None
+        # A cursor of the form issued before positions had two parts still pages on.
+        legacy = (await client.get("/events", params={"after": cursor_of("seq:10")})).json()
+        assert [e["event_id"] for e in legacy["events"]] == [f"{i:03}" for i in range(10, 25)]
         everything = await all_events(client, limit=5)
         assert [e["event_id"] for e in everything] == [f"{i:03}" for i in range(25)]
         exact = (await client.get("/events", params={"limit": 25})).json()
@@ -243,6 +246,9 @@ async def test_events_paging_rules(settings: Settings) -> None:
             {"after": cursor_of("seq:" + "9" * 19)},
             {"after": cursor_of("seq:-1")},
             {"after": cursor_of("seq:²")},
+            {"after": cursor_of("pos:1")},
+            {"after": cursor_of("pos:0:1:2")},
+            {"after": cursor_of(f"pos:{2**63}:0")},
             {"after": "4pyTIMOgIGxhIG1vZGU"},  # base64 of text that is not a cursor
         ):
             response = await client.get("/events", params=bad)

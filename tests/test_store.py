@@ -11,7 +11,7 @@ import pytest
 
 from aggregator.errors import RowRefused, StoreUnavailable
 from aggregator.events import Event
-from aggregator.store import DedupStore, SqliteStore
+from aggregator.store import START, DedupStore, SqliteStore
 from aggregator.store.sqlite import translate
 
 
@@ -38,7 +38,7 @@ async def test_first_stored_wins_and_later_ones_are_duplicates(store: DedupStore
     assert [e.event_id for e in result.stored] == ["c"]
     assert result.duplicates == [again]
 
-    page, more = await store.events_after(after_seq=0, limit=10)
+    page, more = await store.events_after(limit=10)
     assert [e.event_id for e in page] == ["a", "b", "c"]
     assert page[0].payload == {"v": 1}  # the first stored wins whatever the later payload
     assert more is False
@@ -83,21 +83,21 @@ async def test_paging_in_processing_order_with_topic_filter(store: DedupStore) -
             ]
         )
     seen: list[str] = []
-    after = 0
+    after = START
     while True:
-        page, more = await store.events_after(after_seq=after, limit=4)
+        page, more = await store.events_after(after=after, limit=4)
         seen += [e.event_id for e in page]
         if not more:
             break
-        after = page[-1].seq
+        after = page[-1].position
     assert seen == [f"e{i:02}" for i in range(25)]
 
-    odd, more = await store.events_after(after_seq=0, limit=100, topic="odd")
+    odd, more = await store.events_after(limit=100, topic="odd")
     assert [e.event_id for e in odd] == [f"e{i:02}" for i in range(1, 25, 2)]
     assert more is False
-    exact, more = await store.events_after(after_seq=0, limit=25)
+    exact, more = await store.events_after(limit=25)
     assert len(exact) == 25 and more is False
-    empty, more = await store.events_after(after_seq=0, limit=10, topic="none")
+    empty, more = await store.events_after(limit=10, topic="none")
     assert empty == [] and more is False
 
 
@@ -106,7 +106,7 @@ async def test_stored_fields_round_trip(store: DedupStore) -> None:
         "ü-1", topic="a.b", timestamp="2026-11-24T10:00:00.5+02:00", payload={"x": [1, {"y": None}]}
     )
     await store.store_events([event])
-    [stored], _ = await store.events_after(after_seq=0, limit=1)
+    [stored], _ = await store.events_after(limit=1)
     assert (stored.topic, stored.event_id, stored.timestamp, stored.source, stored.payload) == (
         event.topic,
         event.event_id,
@@ -194,7 +194,7 @@ async def test_the_canary_write_leaves_nothing_behind(store: DedupStore) -> None
     await store.check_writable()
     stats = await store.stats()
     assert (stats.received, stats.unique_processed, stats.topics) == (0, 0, {})
-    assert await store.events_after(after_seq=0, limit=10) == ([], False)
+    assert await store.events_after(limit=10) == ([], False)
 
 
 def test_driver_errors_become_the_projects_own() -> None:
@@ -237,11 +237,11 @@ async def test_a_deleted_file_is_unavailable_and_a_restored_one_is_used(tmp_path
 async def test_a_page_stops_at_its_byte_budget(store: DedupStore) -> None:
     big = {"blob": "x" * 10_000}
     await store.store_events([make_event(f"e{i}", payload=big) for i in range(10)])
-    page, more = await store.events_after(after_seq=0, limit=1000, max_bytes=25_000)
+    page, more = await store.events_after(limit=1000, max_bytes=25_000)
     assert [e.event_id for e in page] == ["e0", "e1", "e2"]
     assert more is True
-    rest, more = await store.events_after(after_seq=page[-1].seq, limit=1000, max_bytes=25_000)
+    rest, more = await store.events_after(after=page[-1].position, limit=1000, max_bytes=25_000)
     assert [e.event_id for e in rest] == ["e3", "e4", "e5"]
     # One event at least, however small the budget.
-    [single], more = await store.events_after(after_seq=0, limit=1000, max_bytes=1)
+    [single], more = await store.events_after(limit=1000, max_bytes=1)
     assert single.event_id == "e0" and more is True

@@ -5,7 +5,9 @@ from __future__ import annotations
 from aggregator.settings import Settings
 from aggregator.store.base import (
     PAGE_BYTES,
+    START,
     DedupStore,
+    Position,
     Stats,
     StoredEvent,
     StoreResult,
@@ -14,7 +16,9 @@ from aggregator.store.sqlite import SqliteStore
 
 __all__ = [
     "PAGE_BYTES",
+    "START",
     "DedupStore",
+    "Position",
     "SqliteStore",
     "StoreResult",
     "Stats",
