@@ -56,7 +56,9 @@ def free_port() -> int:
 
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    env.update({f"AGG_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
+    env.update(
+        {f"AGG_{k.upper()}": str(v) for k, v in settings.model_dump(exclude_none=True).items()}
+    )
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

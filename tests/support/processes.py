@@ -36,7 +36,7 @@ def fault_env(**faults: str) -> dict[str, str]:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process read exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(exclude_none=True).items():
         env[f"AGG_{name.upper()}"] = str(value)
     env["PYTHONUNBUFFERED"] = "1"
     return env
