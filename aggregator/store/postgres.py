@@ -4,8 +4,8 @@ Each batch is one statement, so one round trip and its own transaction: it inser
 (``ON CONFLICT DO NOTHING RETURNING`` says which were new) and moves the counters. Workers
 never deadlock on the unique index because every batch takes its keys in one order (sorted,
 each once). A server that goes away is "store unavailable" until it answers again; the pool
-then opens fresh connections, no restart needed. The schema is :mod:`.postgres_schema`, the
-error translation :mod:`.postgres_errors`.
+then opens fresh connections, no restart needed. The statements are :mod:`.postgres_sql`, the
+schema :mod:`.postgres_schema`, the error translation :mod:`.postgres_errors`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from aggregator.errors import StoreUnavailable
 from aggregator.events import Event
+from aggregator.store import postgres_sql as sql
 from aggregator.store.base import (
     PAGE_BYTES,
     START,
@@ -59,49 +60,6 @@ PAGE_FETCH_ROWS = 16
 
 _CLOSE_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *DRIVER_ERRORS)
 _COUNTERS = ("received", "unique_processed", "duplicate_dropped", "dead_lettered")
-
-# $1 the slot; $2..$7 the batch, sorted by key, each key once, with each event's place in the
-# batch as it came; $8 the batch's size with its duplicates. unnest hands the rows to the
-# INSERT in array order, so the unique index entries are taken in key order. The CTEs all run,
-# in this order, whatever the main query reads.
-_STORE_BATCH = """
-WITH new AS (
-    INSERT INTO events (topic, event_id, timestamp, source, payload, batch_index)
-    SELECT topic, event_id, timestamp, source, payload::jsonb, batch_index
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[])
-        AS batch (topic, event_id, timestamp, source, payload, batch_index)
-    ON CONFLICT (topic, event_id) DO NOTHING
-    RETURNING topic, event_id
-), topics AS (
-    INSERT INTO topic_counts AS t (slot, topic, unique_count)
-    SELECT $1::smallint, topic, count(*) FROM new GROUP BY topic ORDER BY topic
-    ON CONFLICT (slot, topic) DO UPDATE SET unique_count = t.unique_count + excluded.unique_count
-), counted AS (
-    INSERT INTO counters AS c (slot, name, value)
-    VALUES ($1::smallint, 'received', $8::bigint),
-           ($1::smallint, 'unique_processed', (SELECT count(*) FROM new)),
-           ($1::smallint, 'duplicate_dropped', $8::bigint - (SELECT count(*) FROM new))
-    ON CONFLICT (slot, name) DO UPDATE SET value = c.value + excluded.value
-)
-SELECT topic, event_id FROM new
-"""
-
-_ADD_COUNTER = """
-INSERT INTO counters AS c (slot, name, value) VALUES ($1, $2, $3)
-ON CONFLICT (slot, name) DO UPDATE SET value = c.value + excluded.value
-"""
-
-# Rows after a position, among those whose transaction is below the snapshot's xmin: every
-# transaction below it has ended, so no row can still commit before the last one returned.
-_PAGE = """
-SELECT tx::text::bigint, batch_index, topic, event_id, timestamp, source, payload::text,
-       processed_at
-FROM events
-WHERE (tx, batch_index) > ($1::text::xid8, $2::bigint)
-  AND tx < pg_snapshot_xmin(pg_current_snapshot()) {topic}
-ORDER BY tx, batch_index
-LIMIT $3
-"""
 
 
 class PostgresStore:
@@ -146,7 +104,7 @@ class PostgresStore:
 
     async def ping(self) -> None:
         async with self._connection() as connection:
-            await connection.fetchval("SELECT 1 FROM schema_version LIMIT 1")
+            await connection.fetchval(sql.PING)
 
     async def store_events(self, events: Sequence[Event]) -> StoreResult:
         if not events:
@@ -175,7 +133,7 @@ class PostgresStore:
         keys = sorted(first)
         batch = [first[key] for key in keys]
         rows = await connection.fetch(
-            _STORE_BATCH,
+            sql.STORE_BATCH,
             self._slot,
             [e.topic for e in batch],
             [e.event_id for e in batch],
@@ -192,19 +150,14 @@ class PostgresStore:
 
     async def add_dead_lettered(self, count: int) -> None:
         async with self._connection() as connection:
-            await connection.execute(_ADD_COUNTER, self._slot, "dead_lettered", count)
+            await connection.execute(sql.ADD_COUNTER, self._slot, "dead_lettered", count)
 
     async def stats(self) -> Stats:
         async with self._connection() as connection:
             # One snapshot for both: a batch committing in between is in both sums or neither.
             async with connection.transaction(isolation="repeatable_read", readonly=True):
-                rows = await connection.fetch(
-                    "SELECT name, sum(value)::bigint FROM counters GROUP BY name"
-                )
-                topics = await connection.fetch(
-                    "SELECT topic, sum(unique_count)::bigint FROM topic_counts"
-                    " GROUP BY topic ORDER BY topic"
-                )
+                rows = await connection.fetch(sql.COUNTER_SUMS)
+                topics = await connection.fetch(sql.TOPIC_SUMS)
         counters = dict.fromkeys(_COUNTERS, 0) | {str(r[0]): int(r[1]) for r in rows}
         return Stats(
             received=counters["received"],
@@ -222,7 +175,7 @@ class PostgresStore:
         topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        query = _PAGE.format(topic="" if topic is None else "AND topic = $4")
+        query = sql.PAGE.format(topic="" if topic is None else "AND topic = $4")
         parameters: list[object] = [str(after[0]), after[1], limit + 1]
         if topic is not None:
             parameters.append(topic)
