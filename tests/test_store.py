@@ -10,27 +10,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from aggregator.errors import RowRefused, StoreUnavailable
-from aggregator.events import Event
 from aggregator.store import START, DedupStore, SqliteStore
 from aggregator.store.sqlite import translate
-from tests.support.stores import StoreFactory
-
-
-def make_event(event_id: str, topic: str = "app.log", **extra: Any) -> Event:
-    fields: dict[str, Any] = {
-        "topic": topic,
-        "event_id": event_id,
-        "timestamp": "2026-11-24T10:00:00Z",
-        "source": "svc",
-        "payload": {"n": event_id},
-    }
-    fields.update(extra)
-    return Event.model_validate(fields)
+from tests.support.stores import StoreFactory, make_event
 
 
 async def test_first_stored_wins_and_later_ones_are_duplicates(store: DedupStore) -> None:

@@ -8,8 +8,9 @@ database (two writers, a reopen) reads the same on both.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from aggregator.events import Event
 from aggregator.store import DedupStore, PostgresStore, SqliteStore
 
 Backend = Literal["sqlite", "postgres"]
@@ -52,3 +53,16 @@ class StoreFactory:
         for store in self._opened:
             await store.close()
         self._opened.clear()
+
+
+def make_event(event_id: str, topic: str = "app.log", **extra: Any) -> Event:
+    """An event of the store tests: ``extra`` overrides any of its fields."""
+    fields: dict[str, Any] = {
+        "topic": topic,
+        "event_id": event_id,
+        "timestamp": "2026-11-24T10:00:00Z",
+        "source": "svc",
+        "payload": {"n": event_id},
+    }
+    fields.update(extra)
+    return Event.model_validate(fields)
