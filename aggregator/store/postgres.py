@@ -175,13 +175,16 @@ class PostgresStore:
         topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        query = sql.PAGE.format(topic="" if topic is None else "AND topic = $4")
-        parameters: list[object] = [str(after[0]), after[1], limit + 1]
-        if topic is not None:
-            parameters.append(topic)
+        query = sql.PAGE.format(topic="" if topic is None else "AND topic = $5")
+        parameters: list[object] = [str(after[0]), after[1]]
         page: list[StoredEvent] = []
         size = 0
-        async with self._connection() as connection, connection.transaction(readonly=True):
+        async with (
+            self._connection() as connection,
+            connection.transaction(isolation="read_committed", readonly=True),
+        ):
+            horizon = await connection.fetchval(sql.HORIZON)
+            parameters += [horizon, limit + 1, *([] if topic is None else [topic])]
             # A few rows per round trip, so a page of large events stops at max_bytes without
             # having read the rest.
             async for row in connection.cursor(query, *parameters, prefetch=PAGE_FETCH_ROWS):

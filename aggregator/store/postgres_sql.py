@@ -43,14 +43,32 @@ INSERT INTO counters AS c (slot, name, value) VALUES ($1, $2, $3)
 ON CONFLICT (slot, name) DO UPDATE SET value = c.value + excluded.value
 """
 
-# Rows after a position, among those whose transaction is below the snapshot's xmin: every
-# transaction below it has ended, so no row can still commit before the last one returned.
+# The horizon of a page: no transaction below it can still commit a row into this database.
+# It is the snapshot's xmin (every transaction below it has ended), but counting only the
+# transactions of backends connected here: one writing in another database of the server
+# cannot add events, and need not hold /events back. Why it is exact: a transaction with an id
+# below this snapshot's xmax that has not ended is in its xip list, and still shows its
+# backend_xid when pg_stat_activity is read (later in this statement), so the horizon is at or
+# below its id; any other one gets an id at or above xmax. The page must then be read with a
+# later snapshot (a second statement, READ COMMITTED): a transaction that ended in between is
+# visible to it.
+HORIZON = """
+SELECT least(
+    pg_snapshot_xmax(pg_current_snapshot()),
+    (SELECT min(running)
+     FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+     WHERE running::xid IN (
+         SELECT backend_xid FROM pg_stat_activity
+         WHERE datname = current_database() AND backend_xid IS NOT NULL))
+)::text
+"""
+
+# Events after a position, of transactions below the horizon ($3): none can commit before them.
 PAGE = """
 SELECT tx::text::bigint, batch_index, topic, event_id, timestamp, source, payload::text,
        processed_at
 FROM events
-WHERE (tx, batch_index) > ($1::text::xid8, $2::bigint)
-  AND tx < pg_snapshot_xmin(pg_current_snapshot()) {topic}
+WHERE (tx, batch_index) > ($1::text::xid8, $2::bigint) AND tx < $3::text::xid8 {topic}
 ORDER BY tx, batch_index
-LIMIT $3
+LIMIT $4
 """
