@@ -235,7 +235,7 @@ async def _open_pool(url: str, pool_size: int) -> asyncpg.Pool[Record]:
     try:
         pool = await asyncpg.create_pool(
             url,
-            min_size=1,
+            min_size=0,
             max_size=pool_size,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
