@@ -24,6 +24,7 @@ from yarl import URL
 from aggregator.errors import BrokerUnreachable
 from aggregator.settings import Settings
 from aggregator.tasks import raise_if_cancelling
+from aggregator.urls import redacted
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,6 @@ async def close_quietly(resource: _Closable | None, *, timeout: float = 5.0) -> 
         log.debug("close of %r failed: %r", resource, exc)
     # aio-pika's close can end normally after taking a cancel, or raise it as a broker error.
     raise_if_cancelling()
-
-
-def redacted(urls: str) -> str:
-    """A URL, or a comma-separated list of them, with every password replaced by ***."""
-    parts = []
-    for url in urls.split(","):
-        parsed = URL(url.strip())
-        parts.append(str(parsed.with_password("***")) if parsed.password else url.strip())
-    return ",".join(parts)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:

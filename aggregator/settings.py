@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aggregator.urls import redacted
+
 # Most worker processes one `python -m worker` supervises (AGG_WORKERS, --workers).
 MAX_WORKERS = 64
 
@@ -15,7 +17,10 @@ MAX_WORKERS = 64
 class Settings(BaseSettings):
     """Everything the API and the worker can be told; see the settings table in README.md."""
 
-    model_config = SettingsConfigDict(env_prefix="AGG_", extra="ignore", frozen=True)
+    # Inputs stay out of validation errors: a URL in one would show its password.
+    model_config = SettingsConfigDict(
+        env_prefix="AGG_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # One broker, or several nodes of a cluster, comma-separated: each process connects to the
     # first that answers and moves to the next when its node goes away.
@@ -28,6 +33,11 @@ class Settings(BaseSettings):
     amqp_cert_file: Path | None = None
     amqp_key_file: Path | None = None
     db_path: Path = Path("data/aggregator.db")
+    # sqlite:///PATH (relative; sqlite:////PATH absolute) or postgresql://user:pass@host:port/db.
+    # Unset: SQLite at db_path. See store_target.
+    store_url: str | None = None
+    # Connections each process (the API, every worker) keeps to a PostgreSQL store.
+    store_pool_size: int = Field(default=4, ge=1, le=100)
     exchange: str = Field(default="logs", min_length=1, max_length=200)
     queue: str = Field(default="logs.aggregator", min_length=1, max_length=200)
     queue_type: Literal["quorum", "classic"] = "quorum"
@@ -97,6 +107,19 @@ class Settings(BaseSettings):
         """Every broker URL of ``AGG_AMQP_URL``, in the order given."""
         return self.amqp_url.split(",")
 
+    @field_validator("store_url")
+    @classmethod
+    def _known_store_scheme(cls, url: str | None) -> str | None:
+        if not url:
+            return None  # AGG_STORE_URL= (empty, as compose's ${AGG_STORE_URL:-}) is unset
+        store_target(url)
+        return url
+
+    @property
+    def effective_store_url(self) -> str:
+        """AGG_STORE_URL, else the SQLite file at AGG_DB_PATH as a URL."""
+        return self.store_url if self.store_url is not None else f"sqlite:///{self.db_path}"
+
     @property
     def dead_letter_exchange(self) -> str:
         return f"{self.exchange}.dlx"
@@ -104,3 +127,20 @@ class Settings(BaseSettings):
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dead"
+
+
+def store_target(url: str) -> tuple[Literal["sqlite", "postgresql"], str]:
+    """Which backend a store URL names, and what to open: a file path, or the URL for asyncpg.
+
+    Raises ValueError naming AGG_STORE_URL (and never its password) for anything else.
+    """
+    scheme, separator, rest = url.partition("://")
+    scheme = scheme.lower()
+    if separator and scheme == "sqlite" and rest.startswith("/") and rest != "/":
+        return "sqlite", rest[1:]
+    if separator and scheme in ("postgresql", "postgres") and rest:
+        return "postgresql", url
+    raise ValueError(
+        f"AGG_STORE_URL must be sqlite:///PATH or postgresql://user:password@host:port/database,"
+        f" not {redacted(url)!r}"
+    )

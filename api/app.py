@@ -26,7 +26,7 @@ from aggregator.errors import (
 )
 from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, open_store
+from aggregator.store import START, DedupStore, Position, open_store
 from aggregator.tasks import stop_task
 from api.publisher import Publisher
 from api.schemas import (
@@ -176,26 +176,40 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-_MAX_SEQ = 2**63 - 1  # the largest row number a store holds
+# Each half of a position is a 64-bit row number or transaction id; larger is not a cursor
+# (it would fail the query, a 500, rather than be a bad request).
+_MAX_POSITION_PART = 2**63 - 1
 
 
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+def _encode_cursor(position: Position) -> str:
+    tx, seq = position
+    return base64.urlsafe_b64encode(f"pos:{tx}:{seq}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> int | None:
+def _decode_cursor(cursor: str) -> Position | None:
+    """The position a cursor carries: ``pos:TX:SEQ``, or ``seq:N`` as issued before (0, N)."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    prefix, _, number = text.partition(":")
-    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), few enough for
-    # int() (it refuses thousands), and no larger than a 64-bit row number: each would fail
-    # the query (a 500) instead of being a bad cursor.
-    if prefix != "seq" or not (number.isascii() and number.isdigit()) or len(number) > 19:
+    prefix, _, rest = text.partition(":")
+    if prefix == "seq":
+        seq = _position_part(rest)
+        return None if seq is None else (0, seq)
+    if prefix == "pos":
+        tx_text, _, seq_text = rest.partition(":")
+        tx, seq = _position_part(tx_text), _position_part(seq_text)
+        return None if tx is None or seq is None else (tx, seq)
+    return None
+
+
+def _position_part(number: str) -> int | None:
+    # ASCII digits only (str.isdigit() also takes "²", which int() refuses), and few enough
+    # for int() (it refuses thousands).
+    if not (number.isascii() and number.isdigit()) or len(number) > 19:
         return None
-    seq = int(number)
-    return seq if seq <= _MAX_SEQ else None
+    value = int(number)
+    return value if value <= _MAX_POSITION_PART else None
 
 
 def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) -> None:
@@ -376,11 +390,12 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
         after: Annotated[
             str | None,
             Query(
-                description="opaque cursor: the `next` of the previous page", examples=["c2VxOjE"]
+                description="opaque cursor: the `next` of the previous page",
+                examples=["cG9zOjA6MQ"],
             ),
         ] = None,
     ) -> Response:
-        after_seq = 0
+        position = START
         if after is not None:
             decoded = _decode_cursor(after)
             if decoded is None:
@@ -396,8 +411,8 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                         ]
                     },
                 )
-            after_seq = decoded
-        page, more = await store.events_after(after_seq=after_seq, limit=limit, topic=topic)
+            position = decoded
+        page, more = await store.events_after(after=position, limit=limit, topic=topic)
         # Encoded straight from the stored JSON: no parse and re-encode of every payload, and
         # the page is bounded in bytes by the store.
         body = orjson.dumps(
@@ -413,7 +428,7 @@ def _add_routes(app: FastAPI, settings: Settings, publish_body: dict[str, Any]) 
                     }
                     for e in page
                 ],
-                "next": _encode_cursor(page[-1].seq) if more and page else None,
+                "next": _encode_cursor(page[-1].position) if more and page else None,
             }
         )
         return Response(body, media_type=JSON_MEDIA_TYPE)

@@ -107,7 +107,7 @@ class EventsPage(BaseModel):
             "examples": [
                 {
                     "events": [{**EVENT_EXAMPLE, "processed_at": "2026-11-24T10:00:00.123456Z"}],
-                    "next": "c2VxOjE",
+                    "next": "cG9zOjA6MQ",
                 }
             ]
         }

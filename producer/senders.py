@@ -24,10 +24,11 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq import spec
 
 from aggregator.amqp import ConfirmsStalled, publish_pipelined
-from aggregator.connection import BROKER_ERRORS, connect, redacted
+from aggregator.connection import BROKER_ERRORS, connect
 from aggregator.events import CONTENT_TYPE
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
+from aggregator.urls import redacted
 from producer.load import WireEvent
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """Fixtures: one broker and one PostgreSQL per session; each test gets its own exchange, queue,
-DB file and PostgreSQL database."""
+DB file and PostgreSQL database. ``store`` and ``stores`` run a test on each store backend."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, SqliteStore
+from aggregator.store import DedupStore
 from tests.support.broker import NoBroker, delete_topology, test_broker_url
 from tests.support.netns import service_addresses
 from tests.support.postgres import NoPostgres, fresh_database, test_pg_url
 from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.stores import BACKENDS, StoreFactory
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +71,8 @@ async def pg_url(pg_admin_url: str) -> AsyncIterator[str]:
 
 
 def make_settings(amqp_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings of the test's own; the store is SQLite in ``tmp_path`` unless ``store_url``
+    (e.g. ``pg_url``, or ``stores.url``) says otherwise."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     values: dict[str, object] = {
         "amqp_url": amqp_url,
@@ -93,8 +96,26 @@ async def settings(amqp_url: str, tmp_path: Path) -> AsyncIterator[Settings]:
     await delete_topology(settings)
 
 
+@pytest.fixture(params=BACKENDS)
+async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Stores on one empty SQLite file, or one empty PostgreSQL database: the test runs on both."""
+    if request.param == "sqlite":
+        factory = StoreFactory.sqlite(tmp_path / "unit.db")
+        try:
+            yield factory
+        finally:
+            await factory.close_all()
+        return
+    admin_url: str = request.getfixturevalue("pg_admin_url")
+    async with fresh_database(admin_url) as url:
+        factory = StoreFactory.postgres(url)
+        try:
+            yield factory
+        finally:
+            await factory.close_all()
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[DedupStore]:
-    store = await SqliteStore.open(tmp_path / "unit.db")
-    yield store
-    await store.close()
+async def store(stores: StoreFactory) -> DedupStore:
+    """A store on each backend in turn (closed by ``stores`` after the test)."""
+    return await stores.open()

@@ -225,6 +225,9 @@ async def test_events_paging_rules(settings: Settings) -> None:
         page = (await client.get("/events", params={"limit": 10})).json()
         assert [e["event_id"] for e in page["events"]] == [f"{i:03}" for i in range(10)]
         assert page["next"] is not None
+        # A cursor of the form issued before positions had two parts still pages on.
+        legacy = (await client.get("/events", params={"after": cursor_of("seq:10")})).json()
+        assert [e["event_id"] for e in legacy["events"]] == [f"{i:03}" for i in range(10, 25)]
         everything = await all_events(client, limit=5)
         assert [e["event_id"] for e in everything] == [f"{i:03}" for i in range(25)]
         exact = (await client.get("/events", params={"limit": 25})).json()
@@ -243,6 +246,9 @@ async def test_events_paging_rules(settings: Settings) -> None:
             {"after": cursor_of("seq:" + "9" * 19)},
             {"after": cursor_of("seq:-1")},
             {"after": cursor_of("seq:²")},
+            {"after": cursor_of("pos:1")},
+            {"after": cursor_of("pos:0:1:2")},
+            {"after": cursor_of(f"pos:{2**63}:0")},
             {"after": "4pyTIMOgIGxhIG1vZGU"},  # base64 of text that is not a cursor
         ):
             response = await client.get("/events", params=bad)
@@ -298,6 +304,32 @@ async def test_counters_survive_an_api_restart(settings: Settings) -> None:
         k: v for k, v in before.items() if k != "uptime_s"
     }
     assert (after["received"], after["unique_processed"], after["duplicate_dropped"]) == (3, 2, 1)
+
+
+async def test_the_api_and_the_worker_on_postgresql(
+    amqp_url: str, tmp_path: Path, pg_url: str
+) -> None:
+    settings = make_settings(amqp_url, tmp_path, store_url=pg_url)
+    try:
+        async with running_worker(settings), api_client(settings) as client:
+            batch = [event_body(f"{i:03}", "odd" if i % 2 else "even") for i in range(25)]
+            assert (await client.post("/publish", json=batch + batch[:5])).status_code == 202
+            stats = await wait_for_stats(client, received=30)
+            assert (stats["unique_processed"], stats["duplicate_dropped"]) == (25, 5)
+            assert stats["topics"] == {"even": 13, "odd": 12}
+            everything = await eventually(
+                lambda: all_events(client, limit=4),
+                lambda events: len(events) == 25,
+                what="every event in /events",
+            )
+            assert [e["event_id"] for e in everything] == [f"{i:03}" for i in range(25)]
+            odd = await all_events(client, topic="odd", limit=5)
+            assert [e["event_id"] for e in odd] == [f"{i:03}" for i in range(1, 25, 2)]
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()) == (200, {"broker": "ok", "store": "ok"})
+    finally:
+        await delete_topology(settings)
+    assert not (tmp_path / "aggregator.db").exists()  # nothing went to SQLite
 
 
 async def test_health_and_readiness(settings: Settings) -> None:

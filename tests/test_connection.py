@@ -8,8 +8,9 @@ import pytest
 from pydantic import ValidationError
 from yarl import URL
 
-from aggregator.connection import close_quietly, connect, redacted
+from aggregator.connection import close_quietly, connect
 from aggregator.errors import BrokerUnreachable
+from aggregator.urls import redacted
 from tests.conftest import make_settings
 from tests.support.processes import free_port
 

@@ -185,6 +185,13 @@ def _cursor(decoded: str) -> str:
         "seq:-1",
         "seq:",
         "nope:1",
+        "pos:1",
+        "pos:1:2:3",
+        "pos:-1:2",
+        "pos::1",
+        "pos:0:",
+        f"pos:{2**63}:0",
+        f"pos:0:{2**63}",
     ],
 )
 async def test_a_cursor_the_api_did_not_issue_is_a_documented_422(
@@ -197,10 +204,11 @@ async def test_a_cursor_the_api_did_not_issue_is_a_documented_422(
     assert response.json()["detail"][0]["loc"] == ["query", "after"]
 
 
-async def test_the_largest_cursor_is_accepted(client_without_broker: httpx.AsyncClient) -> None:
-    response = await client_without_broker.get(
-        "/events", params={"after": _cursor(f"seq:{2**63 - 1}")}
-    )
+@pytest.mark.parametrize("decoded", [f"seq:{2**63 - 1}", f"pos:{2**63 - 1}:{2**63 - 1}"])
+async def test_the_largest_cursor_is_accepted(
+    client_without_broker: httpx.AsyncClient, decoded: str
+) -> None:
+    response = await client_without_broker.get("/events", params={"after": _cursor(decoded)})
     assert (response.status_code, response.json()) == (200, {"events": [], "next": None})
 
 

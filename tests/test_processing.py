@@ -1,4 +1,8 @@
-"""The worker's processing logic, with no AMQP object: decode, store, hold, split, poison."""
+"""The worker's processing logic, with no AMQP object: decode, store, hold, split, poison.
+
+On each store backend: the faults are injected around a real store, so what is stored and
+counted is the backend's own doing.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -15,7 +19,19 @@ import pytest
 from aggregator.errors import RowRefused, StoreUnavailable
 from aggregator.events import Event
 from aggregator.metrics import WorkerMetrics
-from aggregator.store import SqliteStore, StoreResult
+from aggregator.store import (
+    PAGE_BYTES,
+    START,
+    DedupStore,
+    Position,
+    PostgresStore,
+    SqliteStore,
+    Stats,
+    StoredEvent,
+    StoreResult,
+)
+from tests.support.postgres import PrivatePostgres
+from tests.support.waiting import eventually
 from worker.processing import Abandoned, BatchProcessor
 
 MAX_EVENT_BYTES = 1024 * 1024
@@ -33,41 +49,66 @@ def wire(event_id: str, topic: str = "app.log") -> bytes:
     )
 
 
-class Faulty(SqliteStore):
-    """A real SQLite store with faults: unavailable for a while, or refusing some rows."""
+class Faulty:
+    """A real store (each backend in turn) with faults: unavailable for a while, or refusing
+    some rows; everything else passes through."""
 
-    unavailable_for = 0  # store_events calls that fail as unavailable first
-    refuse: frozenset[str] = frozenset()  # event ids whose batch the store refuses
-    refusal: type[Exception] = RowRefused
-    refuse_canary = False
-    calls = 0
+    def __init__(self, store: DedupStore) -> None:
+        self.store = store
+        self.unavailable_for = 0  # store_events calls that fail as unavailable first
+        self.refuse: frozenset[str] = frozenset()  # event ids whose batch the store refuses
+        self.refusal: type[Exception] = RowRefused
+        self.refuse_canary = False
+        self.calls = 0
 
     async def store_events(self, events: Sequence[Event]) -> StoreResult:
         self.calls += 1
         if self.calls <= self.unavailable_for:
-            raise StoreUnavailable("SQLite: database is locked (SQLITE_BUSY)")
+            raise StoreUnavailable("the store is down (a fault of the test)")
         if any(event.event_id in self.refuse for event in events):
             raise self.refusal("refused")
-        return await super().store_events(events)
+        return await self.store.store_events(events)
 
     async def check_writable(self) -> None:
         if self.refuse_canary:
             raise TypeError("every row fails")
-        await super().check_writable()
+        await self.store.check_writable()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    async def add_dead_lettered(self, count: int) -> None:
+        await self.store.add_dead_lettered(count)
+
+    async def stats(self) -> Stats:
+        return await self.store.stats()
+
+    async def events_after(
+        self,
+        *,
+        after: Position = START,
+        limit: int,
+        topic: str | None = None,
+        max_bytes: int = PAGE_BYTES,
+    ) -> tuple[list[StoredEvent], bool]:
+        return await self.store.events_after(
+            after=after, limit=limit, topic=topic, max_bytes=max_bytes
+        )
 
 
 @pytest.fixture
-async def faulty(tmp_path: Path) -> AsyncIterator[Faulty]:
-    store = await Faulty.open(tmp_path / "faulty.db")
-    yield store
-    await store.close()
+def faulty(store: DedupStore) -> Faulty:
+    return Faulty(store)
 
 
 def sample(metrics: WorkerMetrics, name: str) -> float | None:
     return metrics.registry.get_sample_value(name)
 
 
-def processor(store: SqliteStore, metrics: WorkerMetrics | None = None) -> BatchProcessor:
+def processor(store: DedupStore, metrics: WorkerMetrics | None = None) -> BatchProcessor:
     return BatchProcessor(
         store,
         max_event_bytes=MAX_EVENT_BYTES,
@@ -179,3 +220,48 @@ async def test_dead_letter_count_is_committed(faulty: Faulty) -> None:
     faulty.unavailable_for = 0
     await processor(faulty).count_dead_lettered(3, abandon=asyncio.Event())
     assert (await faulty.stats()).dead_lettered == 3
+
+
+async def test_a_row_postgresql_refuses_is_poison_alone(pg_url: str) -> None:
+    store = await PostgresStore.open(pg_url)
+    try:
+        bodies = [wire(f"ok-{i}") for i in range(20)]
+        # Valid JSON, a valid event, and a payload jsonb cannot hold (22P05).
+        bodies.insert(7, orjson.dumps({**orjson.loads(wire("nul")), "payload": {"s": "a\0b"}}))
+        outcome = await processor(store).process(bodies, abandon=asyncio.Event())
+        assert [p.index for p in outcome.poison] == [7]
+        assert "22P05" in outcome.poison[0].reason
+        assert sorted(outcome.stored) == [i for i in range(21) if i != 7]
+        stats = await store.stats()
+        assert (stats.received, stats.unique_processed) == (20, 20)
+    finally:
+        await store.close()
+
+
+@pytest.mark.slow
+async def test_a_postgresql_outage_holds_the_batch_until_the_server_is_back() -> None:
+    with PrivatePostgres() as server:
+        store = await PostgresStore.open(server.url)
+        try:
+            metrics = WorkerMetrics()
+            await asyncio.to_thread(server.stop)
+            work = asyncio.create_task(
+                processor(store, metrics).process([wire("a"), wire("b")], abandon=asyncio.Event())
+            )
+
+            async def store_up() -> float | None:
+                return sample(metrics, "agg_worker_store_up")
+
+            await eventually(
+                store_up,
+                lambda up: up == 0,
+                what="the processor to report the store down",
+            )
+            assert not work.done()
+            await asyncio.to_thread(server.start)
+            outcome = await asyncio.wait_for(work, 30)
+            assert (outcome.stored, outcome.poison) == ([0, 1], [])
+            assert sample(metrics, "agg_worker_store_up") == 1
+            assert (await store.stats()).unique_processed == 2
+        finally:
+            await store.close()

@@ -1,30 +1,22 @@
-"""The SQLite dedup store: insert, duplicates, counters, paging, persistence across reopen."""
+"""The dedup store on each backend: insert, duplicates, counters, paging, persistence.
+
+The tests taking ``store`` or ``stores`` run on SQLite and on PostgreSQL; the ones at the end
+are about SQLite alone (WAL, its lock, its result codes, its file). PostgreSQL's own are in
+tests/test_store_postgres.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from aggregator.errors import RowRefused, StoreUnavailable
-from aggregator.events import Event
-from aggregator.store import DedupStore, SqliteStore
+from aggregator.store import START, DedupStore, SqliteStore
 from aggregator.store.sqlite import translate
-
-
-def make_event(event_id: str, topic: str = "app.log", **extra: Any) -> Event:
-    fields: dict[str, Any] = {
-        "topic": topic,
-        "event_id": event_id,
-        "timestamp": "2026-11-24T10:00:00Z",
-        "source": "svc",
-        "payload": {"n": event_id},
-    }
-    fields.update(extra)
-    return Event.model_validate(fields)
+from tests.support.stores import StoreFactory, make_event
 
 
 async def test_first_stored_wins_and_later_ones_are_duplicates(store: DedupStore) -> None:
@@ -38,7 +30,7 @@ async def test_first_stored_wins_and_later_ones_are_duplicates(store: DedupStore
     assert [e.event_id for e in result.stored] == ["c"]
     assert result.duplicates == [again]
 
-    page, more = await store.events_after(after_seq=0, limit=10)
+    page, more = await store.events_after(limit=10)
     assert [e.event_id for e in page] == ["a", "b", "c"]
     assert page[0].payload == {"v": 1}  # the first stored wins whatever the later payload
     assert more is False
@@ -83,21 +75,21 @@ async def test_paging_in_processing_order_with_topic_filter(store: DedupStore) -
             ]
         )
     seen: list[str] = []
-    after = 0
+    after = START
     while True:
-        page, more = await store.events_after(after_seq=after, limit=4)
+        page, more = await store.events_after(after=after, limit=4)
         seen += [e.event_id for e in page]
         if not more:
             break
-        after = page[-1].seq
+        after = page[-1].position
     assert seen == [f"e{i:02}" for i in range(25)]
 
-    odd, more = await store.events_after(after_seq=0, limit=100, topic="odd")
+    odd, more = await store.events_after(limit=100, topic="odd")
     assert [e.event_id for e in odd] == [f"e{i:02}" for i in range(1, 25, 2)]
     assert more is False
-    exact, more = await store.events_after(after_seq=0, limit=25)
+    exact, more = await store.events_after(limit=25)
     assert len(exact) == 25 and more is False
-    empty, more = await store.events_after(after_seq=0, limit=10, topic="none")
+    empty, more = await store.events_after(limit=10, topic="none")
     assert empty == [] and more is False
 
 
@@ -106,7 +98,7 @@ async def test_stored_fields_round_trip(store: DedupStore) -> None:
         "ü-1", topic="a.b", timestamp="2026-11-24T10:00:00.5+02:00", payload={"x": [1, {"y": None}]}
     )
     await store.store_events([event])
-    [stored], _ = await store.events_after(after_seq=0, limit=1)
+    [stored], _ = await store.events_after(limit=1)
     assert (stored.topic, stored.event_id, stored.timestamp, stored.source, stored.payload) == (
         event.topic,
         event.event_id,
@@ -117,23 +109,71 @@ async def test_stored_fields_round_trip(store: DedupStore) -> None:
     assert stored.processed_at.endswith("Z")
 
 
-async def test_everything_persists_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "dir" / "agg.db"  # the parent folders are created
-    store = await SqliteStore.open(path)
+async def test_everything_persists_across_reopen(stores: StoreFactory) -> None:
+    store = await stores.open()
     await store.store_events([make_event("a"), make_event("b"), make_event("a")])
     await store.add_dead_lettered(1)
     await store.close()
 
-    reopened = await SqliteStore.open(path)
+    reopened = await stores.open()
+    stats = await reopened.stats()
+    assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (3, 2, 1)
+    assert stats.dead_lettered == 1
+    result = await reopened.store_events([make_event("b"), make_event("c")])
+    assert [e.event_id for e in result.stored] == ["c"]
+    assert [e.event_id for e in result.duplicates] == ["b"]
+
+
+async def test_two_writers_never_store_an_event_twice(stores: StoreFactory) -> None:
+    first = await stores.open()
+    second = await stores.open()
+    # Ten overlapping batches of 200 (ids 0..1099), written by two stores at once.
+    batches = [[make_event(str(i)) for i in range(s, s + 200)] for s in range(0, 1000, 100)]
+    writers = [first, second] * 5
+    results = await asyncio.gather(
+        *(w.store_events(b) for w, b in zip(writers, batches, strict=True))
+    )
+    stored = [e.event_id for r in results for e in r.stored]
+    assert len(stored) == len(set(stored)) == 1100
+    assert sum(len(r.duplicates) for r in results) == 900
+    for reader in (first, second):
+        stats = await reader.stats()
+        assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (
+            2000,
+            1100,
+            900,
+        )
+
+
+async def test_the_canary_write_leaves_nothing_behind(store: DedupStore) -> None:
+    await store.check_writable()
+    stats = await store.stats()
+    assert (stats.received, stats.unique_processed, stats.topics) == (0, 0, {})
+    assert await store.events_after(limit=10) == ([], False)
+
+
+async def test_a_page_stops_at_its_byte_budget(store: DedupStore) -> None:
+    big = {"blob": "x" * 10_000}
+    await store.store_events([make_event(f"e{i}", payload=big) for i in range(10)])
+    page, more = await store.events_after(limit=1000, max_bytes=25_000)
+    assert [e.event_id for e in page] == ["e0", "e1", "e2"]
+    assert more is True
+    rest, more = await store.events_after(after=page[-1].position, limit=1000, max_bytes=25_000)
+    assert [e.event_id for e in rest] == ["e3", "e4", "e5"]
+    # One event at least, however small the budget.
+    [single], more = await store.events_after(limit=1000, max_bytes=1)
+    assert single.event_id == "e0" and more is True
+
+
+# -- SQLite alone ------------------------------------------------------------------------------
+
+
+async def test_a_new_sqlite_file_gets_its_parent_folders(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "nested" / "dir" / "agg.db")
     try:
-        stats = await reopened.stats()
-        assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (3, 2, 1)
-        assert stats.dead_lettered == 1
-        result = await reopened.store_events([make_event("b"), make_event("c")])
-        assert [e.event_id for e in result.stored] == ["c"]
-        assert [e.event_id for e in result.duplicates] == ["b"]
+        assert (await store.stats()).received == 0
     finally:
-        await reopened.close()
+        await store.close()
 
 
 async def test_wal_mode_lets_a_reader_see_committed_rows(tmp_path: Path) -> None:
@@ -164,37 +204,6 @@ async def test_a_locked_database_is_unavailable_after_the_busy_timeout(tmp_path:
     finally:
         blocker.close()
         await store.close()
-
-
-async def test_two_writers_on_one_file_never_store_an_event_twice(tmp_path: Path) -> None:
-    first = await SqliteStore.open(tmp_path / "agg.db")
-    second = await SqliteStore.open(tmp_path / "agg.db")
-    try:
-        # Ten overlapping batches of 200 (ids 0..1099), written by two connections at once.
-        batches = [[make_event(str(i)) for i in range(s, s + 200)] for s in range(0, 1000, 100)]
-        writers = [first, second] * 5
-        results = await asyncio.gather(
-            *(w.store_events(b) for w, b in zip(writers, batches, strict=True))
-        )
-        stored = [e.event_id for r in results for e in r.stored]
-        assert len(stored) == len(set(stored)) == 1100
-        assert sum(len(r.duplicates) for r in results) == 900
-        stats = await first.stats()
-        assert (stats.received, stats.unique_processed, stats.duplicate_dropped) == (
-            2000,
-            1100,
-            900,
-        )
-    finally:
-        await first.close()
-        await second.close()
-
-
-async def test_the_canary_write_leaves_nothing_behind(store: DedupStore) -> None:
-    await store.check_writable()
-    stats = await store.stats()
-    assert (stats.received, stats.unique_processed, stats.topics) == (0, 0, {})
-    assert await store.events_after(after_seq=0, limit=10) == ([], False)
 
 
 def test_driver_errors_become_the_projects_own() -> None:
@@ -232,16 +241,3 @@ async def test_a_deleted_file_is_unavailable_and_a_restored_one_is_used(tmp_path
         assert [e.event_id for e in result.duplicates] == ["before"]
     finally:
         await store.close()
-
-
-async def test_a_page_stops_at_its_byte_budget(store: DedupStore) -> None:
-    big = {"blob": "x" * 10_000}
-    await store.store_events([make_event(f"e{i}", payload=big) for i in range(10)])
-    page, more = await store.events_after(after_seq=0, limit=1000, max_bytes=25_000)
-    assert [e.event_id for e in page] == ["e0", "e1", "e2"]
-    assert more is True
-    rest, more = await store.events_after(after_seq=page[-1].seq, limit=1000, max_bytes=25_000)
-    assert [e.event_id for e in rest] == ["e3", "e4", "e5"]
-    # One event at least, however small the budget.
-    [single], more = await store.events_after(after_seq=0, limit=1000, max_bytes=1)
-    assert single.event_id == "e0" and more is True

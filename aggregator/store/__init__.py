@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from aggregator.settings import Settings
+from pathlib import Path
+
+from aggregator.settings import Settings, store_target
 from aggregator.store.base import (
     PAGE_BYTES,
+    START,
     DedupStore,
+    Position,
     Stats,
     StoredEvent,
     StoreResult,
 )
+from aggregator.store.postgres import PostgresStore
 from aggregator.store.sqlite import SqliteStore
 
 __all__ = [
     "PAGE_BYTES",
+    "START",
     "DedupStore",
+    "Position",
+    "PostgresStore",
     "SqliteStore",
     "StoreResult",
     "Stats",
@@ -24,5 +32,12 @@ __all__ = [
 
 
 async def open_store(settings: Settings) -> DedupStore:
-    """The store the settings name, opened (and its schema created where it is new)."""
-    return await SqliteStore.open(settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    """The store the settings name, opened (and its schema created or migrated where needed)."""
+    backend, target = store_target(settings.effective_store_url)
+    if backend == "postgresql":
+        return await PostgresStore.open(
+            target,
+            pool_size=settings.store_pool_size,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
+    return await SqliteStore.open(Path(target), busy_timeout_ms=settings.sqlite_busy_timeout_ms)

@@ -23,6 +23,14 @@ from aggregator.events import Event
 # least), so a page of large events is not built whole in memory.
 PAGE_BYTES = 4 * 1024 * 1024
 
+# Where an event stands in processing order, compared as a tuple; what a page cursor carries.
+# Two numbers because a store with concurrent writers cannot order rows by one counter alone:
+# PostgreSQL's is (transaction id, row number) so that no row can commit behind a reader's
+# position (see aggregator/store/postgres.py); SQLite takes one writer at a time, so its row
+# number alone is commit order and its positions are (0, seq).
+Position = tuple[int, int]
+START: Position = (0, 0)
+
 
 @dataclass(frozen=True)
 class StoreResult:
@@ -43,7 +51,7 @@ class Stats:
 
 @dataclass(frozen=True)
 class StoredEvent:
-    seq: int
+    position: Position
     topic: str
     event_id: str
     timestamp: str
@@ -85,14 +93,16 @@ class DedupStore(Protocol):
     async def events_after(
         self,
         *,
-        after_seq: int,
+        after: Position = START,
         limit: int,
         topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        """Up to ``limit`` events after ``after_seq`` in processing order, and if more follow.
+        """Up to ``limit`` events after position ``after`` in processing order, and if more follow.
 
-        The page also ends once its payloads pass ``max_bytes`` (after one event at least).
+        The page also ends once its payloads pass ``max_bytes`` (after one event at least). An
+        event never appears before a position a reader was already given: paging on from the
+        last event's ``position`` misses none, whatever is being written meanwhile.
         """
 
 

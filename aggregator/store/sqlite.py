@@ -23,6 +23,8 @@ from aggregator.errors import RowRefused, StoreError, StoreUnavailable
 from aggregator.events import Event
 from aggregator.store.base import (
     PAGE_BYTES,
+    START,
+    Position,
     Stats,
     StoredEvent,
     StoreResult,
@@ -56,6 +58,7 @@ INSERT OR IGNORE INTO counters (name, value) VALUES
     ('received', 0), ('unique_processed', 0), ('duplicate_dropped', 0), ('dead_lettered', 0);
 """
 
+_MAX_SEQ = 2**63 - 1
 _BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
 _COLUMNS = "seq, topic, event_id, timestamp, source, payload, processed_at"
 
@@ -277,11 +280,15 @@ class SqliteStore:
     async def events_after(
         self,
         *,
-        after_seq: int,
+        after: Position = START,
         limit: int,
         topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
+        # One writer at a time: row numbers are handed out in commit order, so the first half
+        # of a position is always 0 here. A position of another store's making (a cursor kept
+        # across a change of backend) is past every row number of this one, as it would be.
+        after_seq = after[1] if after[0] == 0 else _MAX_SEQ
         where = "seq > ?" if topic is None else "topic = ? AND seq > ?"
         parameters: list[object] = [after_seq] if topic is None else [topic, after_seq]
         page: list[StoredEvent] = []
@@ -301,7 +308,7 @@ class SqliteStore:
                     size += len(payload)
                     page.append(
                         StoredEvent(
-                            seq=int(row[0]),
+                            position=(0, int(row[0])),
                             topic=str(row[1]),
                             event_id=str(row[2]),
                             timestamp=str(row[3]),

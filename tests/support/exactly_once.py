@@ -8,7 +8,7 @@ from collections import Counter
 import orjson
 
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, Stats, StoredEvent
+from aggregator.store import START, DedupStore, Stats, StoredEvent
 from tests.support.broker import event_body, queue_depth
 from tests.support.processes import Process
 
@@ -41,13 +41,13 @@ def wire(events: list[dict[str, object]]) -> list[tuple[str, bytes]]:
 
 async def stored_events(store: DedupStore) -> list[StoredEvent]:
     events: list[StoredEvent] = []
-    after = 0
+    after = START
     while True:
-        page, more = await store.events_after(after_seq=after, limit=1000)
+        page, more = await store.events_after(after=after, limit=1000)
         events += page
         if not more:
             return events
-        after = page[-1].seq
+        after = page[-1].position
 
 
 async def wait_for_exit(process: Process, timeout: float) -> int:

@@ -375,6 +375,25 @@ class PrivatePostgres:
             raise RuntimeError(f"{self!r} is not running")
         self._reap()
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Every process of the server stopped (SIGSTOP) for the body of the ``with``, then
+        continued: connections stay open and answer nothing, as across a network partition or
+        a paused VM. Nothing is refused and nothing closed, so only timeouts can tell."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{self!r} is not running")
+        pids = [proc.pid, *(pid for pid, _ in _descendants(proc.pid))]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     @contextlib.asynccontextmanager
     async def outage(self) -> AsyncIterator[None]:
         """Stopped (connections refused) for the body of the ``async with``; started again after,

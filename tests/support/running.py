@@ -9,16 +9,14 @@ from contextlib import asynccontextmanager
 import httpx
 
 from aggregator.settings import Settings
-from aggregator.store import SqliteStore
+from aggregator.store import open_store
 from api.app import create_app
 from worker.consumer import Consumer
 
 
 @asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Consumer]:
-    store = await SqliteStore.open(
-        settings.db_path, busy_timeout_ms=settings.sqlite_busy_timeout_ms
-    )
+    store = await open_store(settings)
     consumer = Consumer(settings, store)
     task = asyncio.create_task(consumer.run())
     try:
