@@ -19,6 +19,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel
 from aiormq import spec
 from aiormq.abc import DeliveredMessage
+from pamqp.common import FieldTable
 
 from aggregator.connection import BROKER_ERRORS
 from aggregator.events import CONTENT_TYPE
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PERSISTENT = 2  # AMQP delivery mode: the broker writes the message to disk
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on a redelivery
+PUBLISHER_HEADER = "x-publisher"  # the API key's name, set by the API on what it publishes
 # Every call here ends: a broker that stopped answering (a half-open connection) costs at most
 # this long per call, never a worker that holds its deliveries forever.
 CALL_TIMEOUT_S = 10.0
@@ -72,6 +74,7 @@ class Delivery:
     routing_key: str
     message_id: str | None
     redelivered: bool
+    publisher: str | None
     # Earlier deliveries of this message: the quorum queue's x-delivery-count, else 1 for a
     # redelivery the queue does not count (a classic queue), else 0.
     delivery_count: int
@@ -80,11 +83,12 @@ class Delivery:
 
 def _delivery(message: DeliveredMessage, link: Link) -> Delivery:
     redelivered = bool(message.redelivered)
+    headers = message.header.properties.headers or {}
     count = 0
     if redelivered:
-        headers = message.header.properties.headers or {}
         raw = headers.get(DELIVERY_COUNT_HEADER)
         count = raw if isinstance(raw, int) and raw > 0 else 1
+    publisher = headers.get(PUBLISHER_HEADER)
     tag = message.delivery_tag
     assert tag is not None, "a consumed delivery always has a tag"
     return Delivery(
@@ -95,6 +99,7 @@ def _delivery(message: DeliveredMessage, link: Link) -> Delivery:
         routing_key=message.routing_key or "",
         message_id=message.header.properties.message_id,
         redelivered=redelivered,
+        publisher=publisher if isinstance(publisher, str) else None,
         delivery_count=count,
         _message=message,
     )
@@ -229,6 +234,7 @@ async def publish_pipelined(
     messages: Iterable[tuple[str, bytes, str]],
     *,
     stall_timeout: float,
+    headers: FieldTable | None = None,
 ) -> list[object]:
     """Publish every ``(routing_key, body, message_id)``, then await all their confirms.
 
@@ -250,7 +256,10 @@ async def publish_pipelined(
                 exchange=exchange,
                 routing_key=routing_key,
                 properties=spec.Basic.Properties(
-                    content_type=CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=PERSISTENT,
+                    message_id=message_id,
+                    headers=headers,
                 ),
                 mandatory=True,
                 wait=False,

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Annotated, Any
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints
 
 CONTENT_TYPE = "application/json"
 
@@ -51,8 +51,8 @@ Timestamp = Annotated[str, AfterValidator(_check_timestamp)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-class Event(BaseModel):
-    """One log event. Its identity is ``(topic, event_id)``; the timestamp is kept as sent."""
+class EventFields(BaseModel):
+    """The five fields of an event, as the contract states them (the schema both sides check)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -92,9 +92,26 @@ class Event(BaseModel):
     source: Source = Field(description="who produced the event")
     payload: dict[str, Any] = Field(description="any JSON object")
 
+
+class Event(EventFields):
+    """One log event. Its identity is ``(topic, event_id)``; the timestamp is kept as sent."""
+
+    # Not one of the five fields: who published it (an API key's name), carried beside the
+    # event in the AMQP header x-publisher and stored with it.
+    _publisher: str | None = PrivateAttr(default=None)
+
     @property
     def key(self) -> tuple[str, str]:
         return (self.topic, self.event_id)
+
+    @property
+    def publisher(self) -> str | None:
+        return self._publisher
+
+    def published_by(self, publisher: str | None) -> Event:
+        """This event, marked as published by ``publisher`` (identity and wire unchanged)."""
+        self._publisher = publisher
+        return self
 
     @cached_property
     def payload_json(self) -> bytes:

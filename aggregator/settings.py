@@ -17,9 +17,14 @@ MAX_WORKERS = 64
 class Settings(BaseSettings):
     """Everything the API and the worker can be told; see the settings table in README.md."""
 
-    # Inputs stay out of validation errors: a URL in one would show its password.
+    # Inputs stay out of validation errors: a URL in one would show its password. AGG_X=
+    # (empty, as compose's ${VAR:-} gives) means "not set": the default applies.
     model_config = SettingsConfigDict(
-        env_prefix="AGG_", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_prefix="AGG_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     # One broker, or several nodes of a cluster, comma-separated: each process connects to the
@@ -48,8 +53,20 @@ class Settings(BaseSettings):
     quorum_group_size: int | None = Field(default=None, ge=1)
     prefetch: int = Field(default=1000, ge=1, le=65535)
 
-    host: str = "0.0.0.0"
+    # The API's address: loopback unless keys are configured (or AGG_AUTH=off says otherwise).
+    host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # API keys (TOML, api/keys.py); unset, every caller may do everything, so the API then
+    # refuses to listen beyond loopback unless auth is "off".
+    api_keys_file: Path | None = None
+    auth: Literal["on", "off"] = "on"
+    # Events per second per key (per client address without keys); past it, 429.
+    rate_limit: float | None = Field(default=None, gt=0)
+    # Requests in flight past which the API answers 503 at once (probes excepted).
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    # A request's headers must arrive within this of its first byte, its body within this.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=20.0, gt=0)
     max_batch: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     # The largest single event, as JSON re-encoded the way it is published and stored: 413 over

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 
-from aggregator.amqp import ConfirmsStalled, is_ack, publish_pipelined
+from aggregator.amqp import PUBLISHER_HEADER, ConfirmsStalled, is_ack, publish_pipelined
 from aggregator.connection import BROKER_ERRORS, close_quietly, connect
 from aggregator.errors import BrokerUnavailable
 from aggregator.events import Event
@@ -79,12 +79,17 @@ class Publisher:
         )
 
     async def publish(
-        self, events: Sequence[Event], *, on_handed: Callable[[int], object] | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        publisher: str | None = None,
+        on_handed: Callable[[int], object] | None = None,
     ) -> None:
         """Return once the broker confirmed every event; raise :class:`BrokerUnavailable` if not.
 
-        ``on_handed(n)`` is called once the n events are on their way to the broker (not when
-        the publisher was not even connected).
+        ``publisher``: the API key's name, carried in the ``x-publisher`` header and stored with
+        each event. ``on_handed(n)`` is called once the n events are on their way to the broker
+        (not when the publisher was not even connected).
         """
         if not self.ready or self._channel is None:
             raise BrokerUnavailable("not connected to the broker", reason="not_connected")
@@ -96,6 +101,7 @@ class Publisher:
                 self._settings.exchange,
                 ((e.topic, e.wire, e.event_id) for e in events),
                 stall_timeout=self._settings.confirm_timeout_s,
+                headers=None if publisher is None else {PUBLISHER_HEADER: publisher},
             )
         except ConfirmsStalled as exc:
             raise BrokerUnavailable(str(exc), reason="timeout") from None

@@ -118,6 +118,7 @@ def delivery(tag: int, *, count: int = 0, on: Link | None = None, size: int = 10
         routing_key="t",
         message_id=str(tag),
         redelivered=count > 0,
+        publisher=None,
         delivery_count=count,
         _message=cast(DeliveredMessage, None),
     )

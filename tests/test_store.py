@@ -16,6 +16,7 @@ import pytest
 from aggregator.errors import RowRefused, StoreUnavailable
 from aggregator.store import START, DedupStore, SqliteStore
 from aggregator.store.sqlite import translate
+from aggregator.store.sqlite_schema import STEPS
 from tests.support.stores import StoreFactory, make_event
 
 
@@ -96,9 +97,9 @@ async def test_paging_in_processing_order_with_topic_filter(store: DedupStore) -
 async def test_stored_fields_round_trip(store: DedupStore) -> None:
     event = make_event(
         "ü-1", topic="a.b", timestamp="2026-11-24T10:00:00.5+02:00", payload={"x": [1, {"y": None}]}
-    )
-    await store.store_events([event])
-    [stored], _ = await store.events_after(limit=1)
+    ).published_by("billing-service")
+    await store.store_events([event, make_event("anonymous")])
+    [stored, anonymous], _ = await store.events_after(limit=2)
     assert (stored.topic, stored.event_id, stored.timestamp, stored.source, stored.payload) == (
         event.topic,
         event.event_id,
@@ -107,6 +108,7 @@ async def test_stored_fields_round_trip(store: DedupStore) -> None:
         event.payload,
     )
     assert stored.processed_at.endswith("Z")
+    assert (stored.publisher, anonymous.publisher) == ("billing-service", None)
 
 
 async def test_everything_persists_across_reopen(stores: StoreFactory) -> None:
@@ -241,3 +243,24 @@ async def test_a_deleted_file_is_unavailable_and_a_restored_one_is_used(tmp_path
         assert [e.event_id for e in result.duplicates] == ["before"]
     finally:
         await store.close()
+
+
+async def test_a_store_of_the_first_release_is_brought_up_to_date(tmp_path: Path) -> None:
+    """A file made before the schema had a version: its events stay, the publisher is added."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(STEPS[0])
+        old.execute(
+            "INSERT INTO events (topic, event_id, timestamp, source, payload, processed_at)"
+            " VALUES ('t', 'old', '2026-11-24T10:00:00Z', 's', '{}', '2026-11-24T10:00:01Z')"
+        )
+    store = await SqliteStore.open(path)
+    try:
+        result = await store.store_events([make_event("new").published_by("billing")])
+        assert [e.event_id for e in result.stored] == ["new"]
+        page, _ = await store.events_after(limit=10)
+        assert [(e.event_id, e.publisher) for e in page] == [("old", None), ("new", "billing")]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as migrated:
+        assert migrated.execute("PRAGMA user_version").fetchone() == (len(STEPS),)

@@ -264,7 +264,9 @@ class Consumer:
         closed.add_done_callback(lambda _: abandon.set())
         self._abandon = abandon
         try:
-            outcome = await self._processor.process([d.body for d in batch], abandon=abandon)
+            outcome = await self._processor.process(
+                [d.body for d in batch], abandon=abandon, publishers=[d.publisher for d in batch]
+            )
             verdicts = await self._dead_letter(batch, outcome, abandon)
         except Abandoned:
             if batch[0].link.is_open:

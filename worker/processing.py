@@ -109,9 +109,16 @@ class BatchProcessor:
         self._first_backoff_s = first_backoff_s
         self._max_backoff_s = max_backoff_s
 
-    async def process(self, bodies: Sequence[bytes], *, abandon: asyncio.Event) -> BatchOutcome:
+    async def process(
+        self,
+        bodies: Sequence[bytes],
+        *,
+        abandon: asyncio.Event,
+        publishers: Sequence[str | None] | None = None,
+    ) -> BatchOutcome:
         """Store every event of the batch, or say why not, index by index.
 
+        ``publishers``: who published each body (the x-publisher header), stored beside it.
         Returns once each body is stored, a duplicate or poison; raises :class:`Abandoned` when
         ``abandon`` is set while the store is unavailable (nothing of the batch is then settled).
         """
@@ -119,7 +126,10 @@ class BatchProcessor:
         decoded: list[tuple[int, Event]] = []
         for index, body in enumerate(bodies):
             try:
-                decoded.append((index, decode_wire(body, max_event_bytes=self._max_event_bytes)))
+                event = decode_wire(body, max_event_bytes=self._max_event_bytes)
+                if publishers is not None:
+                    event.published_by(publishers[index])
+                decoded.append((index, event))
             except Poison as exc:
                 outcome.poison.append(PoisonAt(index, str(exc)))
         if decoded:

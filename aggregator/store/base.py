@@ -58,6 +58,8 @@ class StoredEvent:
     source: str
     payload_json: bytes
     processed_at: str
+    # The API key that published it; None without keys, or when it came over AMQP directly.
+    publisher: str | None = None
 
     @property
     def payload(self) -> dict[str, Any]:

@@ -142,6 +142,7 @@ class PostgresStore:
             [e.payload_json.decode() for e in batch],
             [place[key] for key in keys],
             len(events),
+            [e.publisher for e in batch],
         )
         new = {(str(row[0]), str(row[1])) for row in rows}
         stored = [event for key, event in first.items() if key in new]
@@ -201,6 +202,7 @@ class PostgresStore:
                         source=str(row[5]),
                         payload_json=payload,
                         processed_at=_utc_text(row[7]),
+                        publisher=None if row[8] is None else str(row[8]),
                     )
                 )
         return page, False

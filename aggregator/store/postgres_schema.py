@@ -64,6 +64,8 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (slot, topic)
     );
     """,
+    # 2. Who published each event: the API key's name (NULL without keys, or over AMQP).
+    "ALTER TABLE events ADD COLUMN publisher text",
 )
 
 

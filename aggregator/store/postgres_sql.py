@@ -5,16 +5,17 @@ The schema they run on is :mod:`.postgres_schema`; :mod:`.postgres` runs them.
 
 from __future__ import annotations
 
-# $1 the slot; $2..$7 the batch, sorted by key, each key once, with each event's place in the
-# batch as it came; $8 the batch's size with its duplicates. unnest hands the rows to the
-# INSERT in array order, so the unique index entries are taken in key order. The CTEs all run,
-# in this order, whatever the main query reads.
+# $1 the slot; $2..$7 and $9 the batch, sorted by key, each key once, with each event's place
+# in the batch as it came and who published it; $8 the batch's size with its duplicates. unnest
+# hands the rows to the INSERT in array order, so the unique index entries are taken in key
+# order. The CTEs all run, in this order, whatever the main query reads.
 STORE_BATCH = """
 WITH new AS (
-    INSERT INTO events (topic, event_id, timestamp, source, payload, batch_index)
-    SELECT topic, event_id, timestamp, source, payload::jsonb, batch_index
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[])
-        AS batch (topic, event_id, timestamp, source, payload, batch_index)
+    INSERT INTO events (topic, event_id, timestamp, source, payload, batch_index, publisher)
+    SELECT topic, event_id, timestamp, source, payload::jsonb, batch_index, publisher
+    FROM unnest(
+        $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[], $9::text[]
+    ) AS batch (topic, event_id, timestamp, source, payload, batch_index, publisher)
     ON CONFLICT (topic, event_id) DO NOTHING
     RETURNING topic, event_id
 ), topics AS (
@@ -66,7 +67,7 @@ SELECT least(
 # Events after a position, of transactions below the horizon ($3): none can commit before them.
 PAGE = """
 SELECT tx::text::bigint, batch_index, topic, event_id, timestamp, source, payload::text,
-       processed_at
+       processed_at, publisher
 FROM events
 WHERE (tx, batch_index) > ($1::text::xid8, $2::bigint) AND tx < $3::text::xid8 {topic}
 ORDER BY tx, batch_index

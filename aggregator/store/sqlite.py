@@ -31,36 +31,13 @@ from aggregator.store.base import (
     canary_event,
     utc_now,
 )
+from aggregator.store.sqlite_schema import migrate
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic        TEXT NOT NULL,
-    event_id     TEXT NOT NULL,
-    timestamp    TEXT NOT NULL,
-    source       TEXT NOT NULL,
-    payload      TEXT NOT NULL,
-    processed_at TEXT NOT NULL,
-    UNIQUE (topic, event_id)
-);
-CREATE INDEX IF NOT EXISTS events_topic_seq ON events (topic, seq);
-CREATE TABLE IF NOT EXISTS counters (
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS topic_counts (
-    topic        TEXT PRIMARY KEY,
-    unique_count INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO counters (name, value) VALUES
-    ('received', 0), ('unique_processed', 0), ('duplicate_dropped', 0), ('dead_lettered', 0);
-"""
-
 _MAX_SEQ = 2**63 - 1
 _BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
-_COLUMNS = "seq, topic, event_id, timestamp, source, payload, processed_at"
+_COLUMNS = "seq, topic, event_id, timestamp, source, payload, processed_at, publisher"
 
 # Failures of the store as a whole (SQLite's primary result codes): wait and retry. Anything
 # else SQLite raises is about the statement's rows (a constraint, a type, a size).
@@ -112,27 +89,11 @@ async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
         await _use_wal(connection, path, busy_timeout_ms)
         # FULL: a commit is on disk before the worker acks, even across a power loss.
         await connection.execute("PRAGMA synchronous = FULL")
-        # Only a new file needs the schema: opening an existing store takes no write lock, so
-        # the API or a second worker can open it while a writer holds the lock. Several
-        # processes opening a new file at once take turns on the write lock (IMMEDIATE waits on
-        # the busy timeout) and the IF NOT EXISTS / OR IGNORE make the later ones no-ops.
-        if not await _has_schema(connection):
-            await connection.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        await migrate(connection)
     except BaseException:
         await connection.close()
         raise
     return connection
-
-
-async def _has_schema(connection: aiosqlite.Connection) -> bool:
-    rows = await connection.execute_fetchall(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-        " AND name IN ('events', 'counters', 'topic_counts')"
-    )
-    if next(iter(rows))[0] != 3:
-        return False
-    counters = await connection.execute_fetchall("SELECT count(*) FROM counters")
-    return bool(next(iter(counters))[0] == 4)
 
 
 async def _use_wal(connection: aiosqlite.Connection, path: Path, busy_timeout_ms: int) -> None:
@@ -214,10 +175,19 @@ class SqliteStore:
         duplicates.extend(event for key, event in first.items() if key in existing)
         processed_at = utc_now()
         await self._db.executemany(
-            "INSERT INTO events (topic, event_id, timestamp, source, payload, processed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events"
+            " (topic, event_id, timestamp, source, payload, processed_at, publisher)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (e.topic, e.event_id, e.timestamp, e.source, e.payload_json.decode(), processed_at)
+                (
+                    e.topic,
+                    e.event_id,
+                    e.timestamp,
+                    e.source,
+                    e.payload_json.decode(),
+                    processed_at,
+                    e.publisher,
+                )
                 for e in stored
             ],
         )
@@ -315,6 +285,7 @@ class SqliteStore:
                             source=str(row[4]),
                             payload_json=payload,
                             processed_at=str(row[6]),
+                            publisher=None if row[7] is None else str(row[7]),
                         )
                     )
         return page, False
