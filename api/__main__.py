@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
-import socket
 import sys
 from types import FrameType
 
@@ -13,39 +13,57 @@ import uvicorn
 from aggregator.logs import configure_logging
 from aggregator.settings import Settings
 from api.app import create_app
+from api.keys import KeysFileError
+from api.server import bind, header_deadline_protocol
 
 log = logging.getLogger("api")
 
-# Exit status when the address cannot be had: a configuration error, not a crash.
-EXIT_CANNOT_BIND = 2
+# Exit status for a configuration the API will not run with: not a crash.
+EXIT_CONFIGURATION = 2
 
 
 def _exit_zero(signum: int, frame: FrameType | None) -> None:
     sys.exit(0)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything starts: a taken port ends the process now.
-
-    Left to uvicorn, a bind failure is logged after the app's lifespan has started its
-    background tasks, and the process can keep running half up.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
     try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why the API must not start with these settings, or None. Without keys, anyone who
+    reaches the port may publish and read, so only loopback is allowed unless auth is off."""
+    if settings.api_keys_file is None and settings.auth != "off" and not is_loopback(settings.host):
+        return (
+            f"refusing to listen on {settings.host} without API keys: set AGG_API_KEYS_FILE, or"
+            " AGG_AUTH=off to serve anyone who reaches the port, or AGG_HOST=127.0.0.1"
+        )
+    return None
 
 
 def main() -> int:
     settings = Settings()
     configure_logging(settings.log_level)
+    why_not = refusal(settings)
+    if why_not is not None:
+        log.error("%s", why_not)
+        return EXIT_CONFIGURATION
+    if settings.api_keys_file is None and not is_loopback(settings.host):
+        log.warning(
+            "AGG_AUTH=off: no API keys; anyone who reaches %s:%d may publish and read",
+            settings.host,
+            settings.port,
+        )
+    try:
+        app = create_app(settings)
+    except KeysFileError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIGURATION
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
@@ -55,18 +73,19 @@ def main() -> int:
             settings.port,
             exc.strerror or exc,
         )
-        return EXIT_CANNOT_BIND
+        return EXIT_CONFIGURATION
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the handler
     # it found at start; with the default one the process dies of it (exit -15) after a clean
     # shutdown. The contract says exit 0, so the handler it finds exits 0. (Ctrl-C already
-    # does: the re-raised SIGINT is a KeyboardInterrupt that uvicorn.run catches.)
+    # does: the re-raised SIGINT is a KeyboardInterrupt, caught below.)
     signal.signal(signal.SIGTERM, _exit_zero)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=8,
+        http=header_deadline_protocol(settings.header_timeout_s),
     )
     server = uvicorn.Server(config)
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aggregator.events import Event
+from aggregator.events import Event, EventFields
 
 _REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -88,16 +88,29 @@ class ValidationProblem(BaseModel):
     detail: list[FieldError] = Field(min_length=1)
 
 
-class StoredEventOut(Event):
+class StoredEventOut(EventFields):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{**EVENT_EXAMPLE, "processed_at": "2026-11-24T10:00:00.123456Z"}]
+            "examples": [
+                {
+                    **EVENT_EXAMPLE,
+                    "processed_at": "2026-11-24T10:00:00.123456Z",
+                    "publisher": "billing-service",
+                }
+            ]
         }
     )
 
     processed_at: str = Field(
         description="when the worker stored it (UTC, ISO 8601)",
         examples=["2026-11-24T10:00:00.123456Z"],
+    )
+    # Not required in the schema: FastAPI drops null values from the document's examples.
+    publisher: str | None = Field(
+        default=None,
+        description="the name of the API key that published it; null without keys, or when it"
+        " came over AMQP directly",
+        examples=["billing-service"],
     )
 
 
@@ -106,7 +119,13 @@ class EventsPage(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "events": [{**EVENT_EXAMPLE, "processed_at": "2026-11-24T10:00:00.123456Z"}],
+                    "events": [
+                        {
+                            **EVENT_EXAMPLE,
+                            "processed_at": "2026-11-24T10:00:00.123456Z",
+                            "publisher": None,
+                        }
+                    ],
                     "next": "cG9zOjA6MQ",
                 }
             ]

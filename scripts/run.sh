@@ -16,7 +16,7 @@ stop() {
 }
 trap 'stop; exit 0' INT TERM
 
-echo "aggregator: API on http://${AGG_HOST:-0.0.0.0}:${AGG_PORT:-8080} (docs at /docs), worker pid $worker; Ctrl-C stops both"
+echo "aggregator: API on http://${AGG_HOST:-127.0.0.1}:${AGG_PORT:-8080} (docs at /docs), worker pid $worker; Ctrl-C stops both"
 wait -n "$worker" "$api"
 status=$?
 [ "$status" -ne 0 ] && echo "aggregator: a process exited with status $status; stopping the other" >&2

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import re
 import shlex
+import subprocess
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -24,14 +25,50 @@ from yarl import URL
 
 from aggregator.healthcheck import WORKER_METRIC, Probe, answers, module_of, probes_for
 from aggregator.settings import Settings
+from api.keys import parse_keys, token_digest
 from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_PACKAGES = ("aggregator", "api", "worker")
 
 
-def compose() -> dict[str, Any]:
+# What scripts/compose-env.sh writes to .env, as docker compose would read it.
+COMPOSE_ENV = {
+    "RABBITMQ_USER": "aggregator",
+    "RABBITMQ_PASSWORD": "0123abcd",
+    "RABBITMQ_ERLANG_COOKIE": "cookie",
+}
+_VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error}, in every string of ``value``."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, argument = match.groups()
+        if env.get(name):
+            return env[name]
+        if kind == "-":
+            return argument
+        raise AssertionError(f"compose would stop: ${{{name}}} is unset ({argument})")
+
+    return _VARIABLE.sub(one, value)
+
+
+def raw_compose() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+def compose(env: dict[str, str] = COMPOSE_ENV) -> dict[str, Any]:
+    """The compose file as docker compose reads it with the .env compose-env.sh makes."""
+    document: dict[str, Any] = interpolate(raw_compose(), env)
     return document
 
 
@@ -81,8 +118,8 @@ def test_compose_services_ports_and_health_ordering() -> None:
     }
     rabbit = services["rabbitmq"]
     assert rabbit["image"].startswith("rabbitmq:4")
-    assert "15672:15672" in rabbit["ports"]
-    assert "8080:8080" in services["api"]["ports"]
+    assert "127.0.0.1:15672:15672" in rabbit["ports"]
+    assert "127.0.0.1:8080:8080" in services["api"]["ports"]
     for name in ("worker", "api"):
         service = services[name]
         assert service["build"] == "."
@@ -167,7 +204,7 @@ def test_healthcheck_targets_match_the_settings_and_exposed_ports(
     assert all(probe.must_contain == WORKER_METRIC for probe in probes)
 
     api = service_settings("api", monkeypatch)
-    assert f"{api.port}:{api.port}" in services["api"]["ports"]
+    assert f"127.0.0.1:{api.port}:{api.port}" in services["api"]["ports"]
     assert api.port in exposed
     assert [probe.url for probe in probes_for(services["api"]["command"], api)] == [
         f"http://127.0.0.1:{api.port}/healthz"
@@ -329,3 +366,51 @@ def test_ci_and_readme_use_the_same_two_commands() -> None:
     assert "make run" in readme and "make test" in readme
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^run:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def test_secure_by_default_never_guest_and_keys_from_a_mounted_file() -> None:
+    services = compose()["services"]
+    # No guest account anywhere (the comments may say so).
+    assert "guest" not in str(raw_compose())
+    # Every published port listens on loopback unless BIND_ADDRESS says otherwise.
+    published = [port for s in services.values() for port in s.get("ports", [])]
+    assert published and all(port.startswith("127.0.0.1:") for port in published)
+    opened = compose({**COMPOSE_ENV, "BIND_ADDRESS": "0.0.0.0"})["services"]
+    assert all(p.startswith("0.0.0.0:") for s in opened.values() for p in s.get("ports", []))
+    # No .env: compose stops and says what to run, rather than start with a default password.
+    with pytest.raises(AssertionError, match="compose-env.sh"):
+        compose({})
+    for node in RABBIT_NODES:
+        environment = services[node]["environment"]
+        assert environment["RABBITMQ_DEFAULT_PASS"] == COMPOSE_ENV["RABBITMQ_PASSWORD"]
+    api = services["api"]
+    assert api["environment"]["AGG_API_KEYS_FILE"] == "/run/secrets/api-keys"
+    assert api["secrets"] == ["api-keys"]
+    assert raw_compose()["secrets"]["api-keys"]["file"] == "./deploy/api-keys.toml"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert {".env", "deploy/api-keys.toml", "deploy/api-token.txt"} <= set(ignored)
+
+
+def test_compose_env_makes_working_secrets_once(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "deploy").mkdir()
+    script = tmp_path / "scripts" / "compose-env.sh"
+    script.write_text((ROOT / "scripts" / "compose-env.sh").read_text())
+    subprocess.run(["bash", str(script)], check=True, capture_output=True)
+    env = dict(
+        line.split("=", 1)
+        for line in (tmp_path / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert set(env) == set(COMPOSE_ENV) and env["RABBITMQ_PASSWORD"] != "guest"
+    assert len(env["RABBITMQ_PASSWORD"]) >= 32
+    token = (tmp_path / "deploy" / "api-token.txt").read_text().strip()
+    [key] = parse_keys((tmp_path / "deploy" / "api-keys.toml").read_text(), "api-keys.toml")
+    assert key.digest == token_digest(token) and key.scopes == {"publish", "read", "admin"}
+    before = (tmp_path / ".env").read_text(), (tmp_path / "deploy" / "api-keys.toml").read_text()
+    subprocess.run(["bash", str(script)], check=True, capture_output=True)
+    after = (tmp_path / ".env").read_text(), (tmp_path / "deploy" / "api-keys.toml").read_text()
+    assert before == after  # nothing rotates by running it again
+    # The URLs the processes get carry the password from .env and pass the settings' checks.
+    urls = Settings(amqp_url=compose(env)["services"]["api"]["environment"]["AGG_AMQP_URL"])
+    assert all(URL(url).password == env["RABBITMQ_PASSWORD"] for url in urls.amqp_urls)

@@ -256,17 +256,21 @@ async def test_publish_documents_its_body_and_errors_with_examples(tmp_path: Pat
     assert len(body["content"]["application/json"]["examples"]) == 3
 
     responses = publish["responses"]
-    assert set(responses) == {"202", "400", "413", "415", "422", "503"}
+    assert set(responses) == {
+        "202", "400", "401", "403", "408", "413", "415", "422", "429", "503"
+    }  # fmt: skip
     for status in responses:
         assert _examples(responses[status]), f"{status} has no example"
     problem = "#/components/schemas/Problem"
-    for status in ("400", "413", "415", "503"):
+    for status in ("400", "401", "403", "408", "413", "415", "429", "503"):
         assert responses[status]["content"]["application/json"]["schema"]["$ref"] == problem
     validation = responses["422"]["content"]["application/json"]["schema"]["$ref"]
     assert validation == "#/components/schemas/ValidationProblem"
-    retry_after = responses["503"]["headers"]["Retry-After"]
-    assert retry_after["required"] is True
-    assert retry_after["schema"]["type"] == "integer"
+    for status in ("429", "503"):
+        retry_after = responses[status]["headers"]["Retry-After"]
+        assert retry_after["required"] is True
+        assert retry_after["schema"]["type"] == "integer"
+    assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
 
 
 async def test_every_route_documents_a_response_model(tmp_path: Path) -> None:

@@ -1,0 +1,128 @@
+"""What the API refuses, as exceptions, and the one place that turns them into responses.
+
+Routes raise; the handlers here give each refusal its status code, its headers and its one-line
+``detail`` (or FastAPI's list of field errors for a 422), and count it in
+``agg_api_requests_rejected_total`` by reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from aggregator.errors import (
+    AggregatorError,
+    BrokerUnavailable,
+    EventTooLarge,
+    InvalidBody,
+    InvalidEvents,
+    StoreUnavailable,
+    TooManyEvents,
+)
+from aggregator.metrics import ApiMetrics
+
+# Seconds a client should wait before retrying after a 503 (the broker or the store is down).
+RETRY_AFTER_S = "2"
+
+
+class Refusal(AggregatorError):
+    """A request the API will not serve: ``status``, ``reason`` (the metric label), headers."""
+
+    status = 400
+    reason = "bad_request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.headers = headers or {}
+
+
+class UnsupportedMediaType(Refusal):
+    status, reason = 415, "unsupported_media_type"
+
+
+class BodyTooLarge(Refusal):
+    status, reason = 413, "too_large"
+
+
+class BodyTimeout(Refusal):
+    """The body did not arrive within AGG_BODY_TIMEOUT_S (a slow or stalled client)."""
+
+    status, reason = 408, "timeout_body"
+
+
+class Unauthenticated(Refusal):
+    """No key, or one the API does not know."""
+
+    status, reason = 401, "unauthenticated"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="aggregator"'})
+
+
+class Forbidden(Refusal):
+    """A known key without the scope, or a topic outside its patterns."""
+
+    status, reason = 403, "forbidden"
+
+
+class RateLimited(Refusal):
+    status, reason = 429, "rate_limited"
+
+
+class BadQuery(Refusal):
+    """A query parameter FastAPI cannot check by its type (a cursor): a 422 in its shape."""
+
+    status, reason = 422, "invalid"
+
+    def __init__(self, parameter: str, msg: str, type_: str) -> None:
+        super().__init__(msg)
+        self.error = {"loc": ["query", parameter], "msg": msg, "type": type_}
+
+
+def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+
+def install_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
+    """Map every refusal to its response, counting it by reason."""
+
+    def counted(reason: str) -> None:
+        metrics.rejected.labels(reason).inc()
+
+    async def refusal(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Refusal)
+        counted(exc.reason)
+        detail: Any = [exc.error] if isinstance(exc, BadQuery) else str(exc)
+        return problem(exc.status, detail, exc.headers)
+
+    async def invalid_body(request: Request, exc: Exception) -> JSONResponse:
+        counted("not_json")
+        return problem(400, str(exc))
+
+    async def invalid_events(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InvalidEvents)
+        counted("invalid")
+        return problem(422, exc.errors)
+
+    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+        counted("too_large")
+        return problem(413, str(exc))
+
+    async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, BrokerUnavailable)
+        counted(exc.reason)
+        return problem(503, str(exc), {"Retry-After": RETRY_AFTER_S})
+
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        counted("store")
+        return problem(503, f"the store is unavailable: {exc}", {"Retry-After": RETRY_AFTER_S})
+
+    app.add_exception_handler(Refusal, refusal)
+    app.add_exception_handler(InvalidBody, invalid_body)
+    app.add_exception_handler(InvalidEvents, invalid_events)
+    app.add_exception_handler(TooManyEvents, too_large)
+    app.add_exception_handler(EventTooLarge, too_large)
+    app.add_exception_handler(BrokerUnavailable, broker_unavailable)
+    app.add_exception_handler(StoreUnavailable, store_unavailable)

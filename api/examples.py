@@ -1,0 +1,168 @@
+"""The OpenAPI description of each route's answers: status codes, models and examples.
+
+Kept apart from the routes, which only say what they do; the values quoted come from the
+settings, so the document states the limits the running API applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aggregator.settings import Settings
+from api.errors import RETRY_AFTER_S
+from api.schemas import Problem, Readiness, ValidationProblem
+
+JSON = "application/json"
+
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying the same request (the dedup makes it safe)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0, "examples": [int(RETRY_AFTER_S)]},
+    }
+}
+
+
+def json_examples(**examples: Any) -> dict[str, Any]:
+    """A response's ``content`` with named examples (FastAPI adds the model's schema)."""
+    return {JSON: {"examples": {name: {"value": value} for name, value in examples.items()}}}
+
+
+def field_error(loc: list[str | int], msg: str, type_: str, **extra: Any) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": type_, **extra}
+
+
+def _problem(description: str, **examples: Any) -> dict[str, Any]:
+    return {"model": Problem, "description": description, "content": json_examples(**examples)}
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        **_problem(
+            "no API key, or an unknown one (only when AGG_API_KEYS_FILE is set)",
+            missing={"detail": "an API key is required: Authorization: Bearer <token>"},
+        ),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
+    },
+    403: _problem(
+        "the key lacks the scope, or may not publish to a topic of the request; nothing was "
+        "published",
+        scope={"detail": "the key 'reader' lacks the 'publish' scope"},
+        topic={"detail": "the key 'billing' may not publish to topic 'auth.login'"},
+    ),
+}
+
+
+def publish_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
+    return {
+        202: {"content": json_examples(accepted={"accepted": 2})},
+        400: _problem(
+            "the body is not JSON",
+            not_json={
+                "detail": "body is not valid JSON: unexpected character, expected a "
+                "string key: line 1 column 2 (char 1)"
+            },
+        ),
+        **AUTH_RESPONSES,
+        408: _problem(
+            "the body did not arrive in time (AGG_BODY_TIMEOUT_S)",
+            slow={"detail": f"the body did not arrive within {settings.body_timeout_s:g}s"},
+        ),
+        413: _problem(
+            "too many events, too large a body, or too large an event; nothing was published",
+            too_many_events={
+                "detail": f"{settings.max_batch + 1} events in one request; "
+                f"the limit is {settings.max_batch}"
+            },
+            body_too_large={"detail": f"the body is larger than {settings.max_body_bytes} bytes"},
+            event_too_large={
+                "detail": f"event 3 is 2000000 bytes as JSON; the limit is "
+                f"{settings.max_event_bytes} (AGG_MAX_EVENT_BYTES)"
+            },
+        ),
+        415: _problem(
+            "the content type is not JSON",
+            not_json={"detail": "content-type must be application/json"},
+        ),
+        422: {
+            "model": ValidationProblem,
+            "description": "an event is invalid, or the batch is empty; nothing was published",
+            "content": json_examples(
+                invalid_event={
+                    "detail": [
+                        field_error(
+                            ["body", "events", 1, "timestamp"],
+                            "Value error, timestamp must include a timezone (e.g. 'Z' or '+02:00')",
+                            "value_error",
+                        ),
+                        field_error(
+                            ["body", "events", 3, "topic"],
+                            "String should match pattern '^[A-Za-z0-9._-]+$'",
+                            "string_pattern_mismatch",
+                        ),
+                    ]
+                },
+                empty_batch={"detail": [field_error(["body"], "the batch is empty", "too_short")]},
+            ),
+        },
+        429: {
+            **_problem(
+                "past AGG_RATE_LIMIT events per second for this key: retry after Retry-After",
+                rate={"detail": "past 1000 events/s for 'billing'; retry in 1s"},
+            ),
+            "headers": RETRY_AFTER_HEADER,
+        },
+        503: {
+            **_problem(
+                "the broker does not hold the events (unreachable, nack, unroutable, or no "
+                "confirm in time), or too many requests in flight: retry after Retry-After",
+                not_connected={"detail": "not connected to the broker"},
+                no_confirm={
+                    "detail": "the broker confirmed 2 of 3 event(s), then none for "
+                    f"{settings.confirm_timeout_s:g}s"
+                },
+                unroutable={
+                    "detail": "1 of 1 event(s) not confirmed: returned by the broker as "
+                    "unroutable (no queue bound for the topic)"
+                },
+            ),
+            "headers": RETRY_AFTER_HEADER,
+        },
+    }
+
+
+EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    422: {
+        "model": ValidationProblem,
+        "description": "`limit` outside 1-1000 or not a number, or `after` not a cursor",
+        "content": json_examples(
+            limit_out_of_range={
+                "detail": [
+                    field_error(
+                        ["query", "limit"],
+                        "Input should be less than or equal to 1000",
+                        "less_than_equal",
+                        input="5000",
+                        ctx={"le": 1000},
+                    )
+                ]
+            },
+            not_a_cursor={
+                "detail": [field_error(["query", "after"], "not a valid cursor", "cursor")]
+            },
+        ),
+    },
+}
+
+READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": json_examples(ready={"broker": "ok", "store": "ok"})},
+    503: {
+        "model": Readiness,
+        "description": "the broker or the store does not answer",
+        "content": json_examples(
+            broker_down={"broker": "unavailable", "store": "ok"},
+            store_down={"broker": "ok", "store": "unavailable: SQLite: disk I/O error"},
+        ),
+    },
+}

@@ -1,0 +1,82 @@
+"""``POST /publish``: events in, confirmed by the broker, or refused whole."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from aggregator.decoding import parse_request_body
+from aggregator.settings import Settings
+from api.body import JSON_MEDIA_TYPE, read_body, require_json
+from api.deps import MetricsDep, PublisherDep, Publishing, SettingsDep
+from api.errors import RateLimited
+from api.examples import publish_responses
+from api.limits import RateLimiter, retry_after
+from api.schemas import EVENT_EXAMPLE, SECOND_EVENT_EXAMPLE, Accepted
+
+
+def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter:
+    router = APIRouter(tags=["publish"])
+
+    @router.post(
+        "/publish",
+        status_code=202,
+        response_model=Accepted,
+        summary='Publish one event, an array of events, or {"events": [...]}',
+        description=(
+            "Answers 202 only once the broker confirmed every event. Validation is all or "
+            "nothing: if any event is invalid, none is published. At most "
+            f"{settings.max_batch} events and {settings.max_body_bytes} bytes per request. "
+            "Safe to retry: an event already stored is a duplicate, whatever its payload."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "JSON (`application/json` or any `application/*+json`)",
+                "content": {
+                    JSON_MEDIA_TYPE: {
+                        "schema": body_schema,
+                        "examples": {
+                            "one_event": {"value": EVENT_EXAMPLE},
+                            "array": {"value": [EVENT_EXAMPLE, SECOND_EVENT_EXAMPLE]},
+                            "envelope": {"value": {"events": [EVENT_EXAMPLE]}},
+                        },
+                    }
+                },
+            }
+        },
+        responses=publish_responses(settings),
+    )
+    async def publish(
+        request: Request,
+        caller: Publishing,
+        publisher: PublisherDep,
+        settings: SettingsDep,
+        metrics: MetricsDep,
+    ) -> Accepted:
+        require_json(request)
+        body = await read_body(
+            request, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+        )
+        events = parse_request_body(
+            body, max_batch=settings.max_batch, max_event_bytes=settings.max_event_bytes
+        )
+        caller.check_topics([event.topic for event in events])
+        limiter: RateLimiter | None = request.app.state.limiter
+        if limiter is not None:
+            wait = limiter.take(caller.client, len(events))
+            if wait is not None:
+                raise RateLimited(
+                    f"past {limiter.rate:g} events/s for {caller.client!r}; "
+                    f"retry in {retry_after(wait)}s",
+                    headers={"Retry-After": retry_after(wait)},
+                )
+        started = time.perf_counter()
+        await publisher.publish(events, publisher=caller.publisher, on_handed=metrics.published.inc)
+        metrics.confirm_seconds.observe(time.perf_counter() - started)
+        metrics.confirmed.inc(len(events))
+        return Accepted(accepted=len(events))
+
+    return router
