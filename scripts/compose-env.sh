@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Secrets for `docker compose up`, made once: .env (RabbitMQ's user, password and Erlang cookie)
-# and deploy/api-keys.toml (one API key with every scope; its token in deploy/api-token.txt).
+# Secrets for `docker compose up`, made once: .env (RabbitMQ's user, password and Erlang cookie,
+# PostgreSQL's password) and deploy/api-keys.toml (one API key with every scope; its token in
+# deploy/api-token.txt).
 # Files that exist are left alone, so running it again rotates nothing. To rotate, delete the
 # file and run it again (see "Security" in README.md). All three files are git-ignored.
 set -euo pipefail
@@ -16,6 +17,8 @@ if [ ! -f .env ]; then
 RABBITMQ_USER=aggregator
 RABBITMQ_PASSWORD=$(random_hex 24)
 RABBITMQ_ERLANG_COOKIE=$(random_hex 24)
+# Used by docker-compose.postgres.yml.
+POSTGRES_PASSWORD=$(random_hex 24)
 ENV
   echo "compose-env: wrote .env (RabbitMQ user aggregator, a random password and cookie)"
 fi

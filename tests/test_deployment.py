@@ -37,6 +37,7 @@ COMPOSE_ENV = {
     "RABBITMQ_USER": "aggregator",
     "RABBITMQ_PASSWORD": "0123abcd",
     "RABBITMQ_ERLANG_COOKIE": "cookie",
+    "POSTGRES_PASSWORD": "4567ef",
 }
 _VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
 
@@ -66,10 +67,23 @@ def raw_compose() -> dict[str, Any]:
     return document
 
 
-def compose(env: dict[str, str] = COMPOSE_ENV) -> dict[str, Any]:
-    """The compose file as docker compose reads it with the .env compose-env.sh makes."""
-    document: dict[str, Any] = interpolate(raw_compose(), env)
-    return document
+def compose(env: dict[str, str] = COMPOSE_ENV, *extra: str) -> dict[str, Any]:
+    """The compose file (and ``extra`` files over it, as ``-f a -f b`` does) as docker compose
+    reads it with the .env compose-env.sh makes."""
+    document = raw_compose()
+    for name in extra:
+        document = _merged(document, yaml.safe_load((ROOT / name).read_text()))
+    interpolated: dict[str, Any] = interpolate(document, env)
+    return interpolated
+
+
+def _merged(base: Any, override: Any) -> Any:
+    """Compose's merge of two files: mappings key by key, anything else replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {k: _merged(base[k], v) if k in base else v for k, v in override.items()} | {
+            k: v for k, v in base.items() if k not in override
+        }
+    return override
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -414,3 +428,26 @@ def test_compose_env_makes_working_secrets_once(tmp_path: Path) -> None:
     # The URLs the processes get carry the password from .env and pass the settings' checks.
     urls = Settings(amqp_url=compose(env)["services"]["api"]["environment"]["AGG_AMQP_URL"])
     assert all(URL(url).password == env["RABBITMQ_PASSWORD"] for url in urls.amqp_urls)
+
+
+def test_the_postgres_file_puts_every_worker_and_the_api_on_one_database() -> None:
+    services = compose(COMPOSE_ENV, "docker-compose.postgres.yml")["services"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert postgres["healthcheck"]["test"][1] == "pg_isready"
+    assert any(volume.startswith("postgres-data:") for volume in postgres["volumes"])
+    urls = set()
+    for name in ("api", "worker"):
+        service = services[name]
+        # Both dependencies, merged: the broker's and the database's.
+        assert set(service["depends_on"]) == {"rabbitmq", "postgres"}
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        settings = Settings(store_url=service["environment"]["AGG_STORE_URL"])
+        urls.add(settings.effective_store_url)
+    [url] = urls
+    assert URL(url).host == "postgres" and URL(url).password == COMPOSE_ENV["POSTGRES_PASSWORD"]
+    # Still scalable: the worker keeps no host port and no container name.
+    assert "ports" not in services["worker"] and "container_name" not in services["worker"]
+    with pytest.raises(AssertionError, match="compose-env.sh"):
+        compose({k: v for k, v in COMPOSE_ENV.items() if k != "POSTGRES_PASSWORD"},
+                "docker-compose.postgres.yml")  # fmt: skip

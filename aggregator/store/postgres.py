@@ -241,7 +241,16 @@ async def _open_pool(url: str, pool_size: int) -> asyncpg.Pool[Record]:
             max_size=pool_size,
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=COMMAND_TIMEOUT_S,
-            server_settings={"application_name": "aggregator"},
+            server_settings={
+                "application_name": "aggregator",
+                # A worker whose host is cut off mid-transaction holds row locks that another
+                # worker's insert of the same keys waits on: these bound how long, by letting
+                # the server notice a silent client (keepalives) or an abandoned transaction.
+                "idle_in_transaction_session_timeout": "60s",
+                "tcp_keepalives_idle": "30",
+                "tcp_keepalives_interval": "10",
+                "tcp_keepalives_count": "3",
+            },
         )
     except DRIVER_ERRORS as exc:
         raise translate(exc) from exc

@@ -120,6 +120,11 @@ class Host:
         # The namespace's end while it is still in the root namespace, before it becomes eth0.
         return f"{_PREFIX}{self.index}n"
 
+    @property
+    def exec_prefix(self) -> list[str]:
+        """The command that runs a program inside the namespace (it execs the program)."""
+        return ["ip", "netns", "exec", self.name]
+
     def run(
         self,
         argv: Sequence[str],

@@ -58,12 +58,14 @@ class Process:
         log_path: Path,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ):
+        """``wrapper``: a command that runs the child (``ip netns exec NAME`` for a test host)."""
         self.module = module
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*wrapper, sys.executable, "-m", module, *args],
             cwd=REPO_ROOT,
             env={**settings_env(settings), **(env or {})},
             stdout=self._log,
@@ -120,9 +122,13 @@ class Process:
 
 
 def start_worker(
-    settings: Settings, log_path: Path, *args: str, env: dict[str, str] | None = None
+    settings: Settings,
+    log_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Process:
-    return Process("worker", settings, log_path, args, env)
+    return Process("worker", settings, log_path, args, env, wrapper)
 
 
 class ApiProcess(Process):
