@@ -136,9 +136,14 @@ async def connect(
         )
         try:
             await connection.connect(timeout=ATTEMPT_TIMEOUT_S)
-        except CONNECTION_EXCEPTIONS as exc:
+        except BaseException as exc:
+            # Closed whatever happened: a robust connection left open keeps a reconnect task
+            # that swallows cancellation, and it would hold the process's exit up forever
+            # (a SIGTERM during the first connect did exactly that).
+            await _discard(connection)
+            if not isinstance(exc, CONNECTION_EXCEPTIONS):
+                raise
             raise_if_cancelling()
-            await close_quietly(connection)
             waited = time.monotonic() - started
             if give_up_after_s is not None and waited + delay > give_up_after_s:
                 raise BrokerUnreachable(
@@ -158,6 +163,15 @@ async def connect(
         log.info("connected to broker node %s as %s", connection.node, client_name)
         _log_lifecycle(connection, client_name)
         return connection
+
+
+async def _discard(connection: FailoverConnection) -> None:
+    """Close a connection that never opened; a second cancel still interrupts it."""
+    try:
+        async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+            await connection.close()
+    except BROKER_ERRORS as exc:
+        log.debug("closing a connection that never opened: %r", exc)
 
 
 async def connect_once(settings: Settings) -> AbstractConnection:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,9 @@ from aggregator.connection import close_quietly, connect
 from aggregator.errors import BrokerUnreachable
 from aggregator.urls import redacted
 from tests.conftest import make_settings
+from tests.support.ledger import current
 from tests.support.processes import free_port
+from tests.support.waiting import eventually
 
 
 def test_every_password_of_a_list_is_redacted() -> None:
@@ -51,3 +56,24 @@ async def test_no_node_answering_names_them_all_without_passwords(tmp_path: Path
     message = str(caught.value)
     assert "hunter2" not in message
     assert all(url.replace("hunter2", "***").rstrip("/") in message for url in urls)
+
+
+def factory_tasks() -> list[asyncio.Task[object]]:
+    """aio-pika's reconnect loops: one per robust connection that was not closed."""
+    return [t for t in asyncio.all_tasks() if "connection_factory" in repr(t.get_coro())]
+
+
+async def test_a_cancelled_first_connect_leaves_no_reconnect_loop_behind(tmp_path: Path) -> None:
+    """A SIGTERM during the first connect once left aio-pika's reconnect task running; it
+    swallows cancels, so the process never exited."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        settings = make_settings(
+            f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/", tmp_path
+        )
+        connecting = asyncio.create_task(connect(settings, client_name="t", give_up_after_s=None))
+        await eventually(lambda: current(factory_tasks()), bool, what="the first attempt under way")
+        connecting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connecting
+        await eventually(lambda: current(factory_tasks()), lambda tasks: not tasks, timeout=5,
+                         what="no reconnect loop left")  # fmt: skip
