@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -249,24 +249,33 @@ async def publish_pipelined(
     refused for its size, and a broker that stopped answering is noticed as soon as a small one.
     """
     underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-    publishes = [
-        asyncio.ensure_future(
-            underlay.basic_publish(
-                body,
-                exchange=exchange,
-                routing_key=routing_key,
-                properties=spec.Basic.Properties(
-                    content_type=CONTENT_TYPE,
-                    delivery_mode=PERSISTENT,
-                    message_id=message_id,
-                    headers=headers,
-                ),
-                mandatory=True,
-                wait=False,
-            )
+
+    def publishing(routing_key: str, body: bytes, message_id: str) -> Awaitable[object]:
+        return underlay.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=spec.Basic.Properties(
+                content_type=CONTENT_TYPE,
+                delivery_mode=PERSISTENT,
+                message_id=message_id,
+                headers=headers,
+            ),
+            mandatory=True,
+            wait=False,
         )
-        for routing_key, body, message_id in messages
-    ]
+
+    batch = list(messages)
+    if len(batch) == 1:
+        # One event, the way most services log: no task, no progress event, one timeout.
+        try:
+            async with asyncio.timeout(stall_timeout):
+                return [await publishing(*batch[0])]
+        except TimeoutError:
+            raise ConfirmsStalled(0, 1, stall_timeout) from None
+        except Exception as exc:  # a nack, a return, a lost channel: a result like the others
+            return [exc]
+    publishes = [asyncio.ensure_future(publishing(*message)) for message in batch]
     progress = asyncio.Event()
     remaining = len(publishes)
 

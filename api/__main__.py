@@ -85,6 +85,7 @@ def main() -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=8,
+        access_log=settings.access_log,
         http=header_deadline_protocol(settings.header_timeout_s),
     )
     server = uvicorn.Server(config)

@@ -1,4 +1,9 @@
-"""``POST /publish``: events in, confirmed by the broker, or refused whole."""
+"""``POST /publish``: events in, confirmed by the broker, or refused whole.
+
+The route reads what it needs from the app's state rather than through FastAPI dependencies:
+this is the single-event path most services use, and each dependency costs every request
+measurable time (``make bench`` compares it with a bare gateway).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,17 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from aggregator.decoding import parse_request_body
+from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
 from api.body import JSON_MEDIA_TYPE, read_body, require_json
-from api.deps import MetricsDep, PublisherDep, Publishing, SettingsDep
+from api.deps import SECURITY, authenticate
 from api.errors import RateLimited
 from api.examples import publish_responses
 from api.limits import RateLimiter, retry_after
+from api.publisher import Publisher
 from api.schemas import EVENT_EXAMPLE, SECOND_EVENT_EXAMPLE, Accepted
 
 
@@ -32,6 +40,7 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
             "Safe to retry: an event already stored is a duplicate, whatever its payload."
         ),
         openapi_extra={
+            "security": SECURITY,
             "requestBody": {
                 "required": True,
                 "description": "JSON (`application/json` or any `application/*+json`)",
@@ -45,17 +54,16 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
                         },
                     }
                 },
-            }
+            },
         },
         responses=publish_responses(settings),
     )
-    async def publish(
-        request: Request,
-        caller: Publishing,
-        publisher: PublisherDep,
-        settings: SettingsDep,
-        metrics: MetricsDep,
-    ) -> Accepted:
+    async def publish(request: Request) -> Response:
+        state = request.app.state
+        settings: Settings = state.settings
+        metrics: ApiMetrics = state.metrics
+        publisher: Publisher = state.publisher
+        caller = authenticate(request, "publish")
         require_json(request)
         body = await read_body(
             request, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s
@@ -64,7 +72,7 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
             body, max_batch=settings.max_batch, max_event_bytes=settings.max_event_bytes
         )
         caller.check_topics([event.topic for event in events])
-        limiter: RateLimiter | None = request.app.state.limiter
+        limiter: RateLimiter | None = state.limiter
         if limiter is not None:
             wait = limiter.take(caller.client, len(events))
             if wait is not None:
@@ -77,6 +85,9 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
         await publisher.publish(events, publisher=caller.publisher, on_handed=metrics.published.inc)
         metrics.confirm_seconds.observe(time.perf_counter() - started)
         metrics.confirmed.inc(len(events))
-        return Accepted(accepted=len(events))
+        # The body by hand: FastAPI would validate and serialise it through the model again.
+        return Response(
+            b'{"accepted":%d}' % len(events), status_code=202, media_type=JSON_MEDIA_TYPE
+        )
 
     return router
