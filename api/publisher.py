@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aio_pika.exceptions import DeliveryError, PublishError
@@ -122,6 +123,22 @@ class Publisher:
                 f"{len(failures)} of {len(events)} event(s) not confirmed: {reason}",
                 reason="unroutable" if unroutable else "broker",
             )
+
+    @asynccontextmanager
+    async def side_channel(self, *, confirms: bool) -> AsyncIterator[AbstractChannel]:
+        """A channel of its own on the API's connection, closed after the block (for the
+        dead-letter routes, so they never disturb the publishing channel)."""
+        if not self.ready or self._connection is None:
+            raise BrokerUnavailable("not connected to the broker", reason="not_connected")
+        try:
+            channel = await self._connection.channel(publisher_confirms=confirms)
+        except BROKER_ERRORS as exc:
+            raise_if_cancelling()
+            raise BrokerUnavailable(f"cannot open a channel: {exc!r}", reason="broker") from exc
+        try:
+            yield channel
+        finally:
+            await close_quietly(channel)
 
     def _replace_channel(self) -> None:
         if self._replacing is None or self._replacing.done():

@@ -173,3 +173,24 @@ class Readiness(BaseModel):
 
     broker: str = Field(description='"ok", or "unavailable" while not connected')
     store: str = Field(description='"ok", or "unavailable: <why>"')
+
+
+class DeadLetterOut(BaseModel):
+    routing_key: str = Field(description="the topic it was published to", examples=["app.log"])
+    reason: str = Field(
+        description="why: the worker's x-error, or RabbitMQ's x-death reason",
+        examples=["body is not valid JSON: unexpected character: line 1 column 1 (char 0)"],
+    )
+    deaths: int = Field(ge=1, description="how many times it was dead-lettered", examples=[1])
+    message_id: str | None = Field(default=None, examples=["order-1042"])
+    body: str = Field(description="the message as UTF-8 text", examples=["not json"])
+
+
+class DeadLetters(BaseModel):
+    count: int = Field(ge=0, description="messages in the dead-letter queue", examples=[3])
+    dead_letters: list[DeadLetterOut] = Field(description="the first of them, oldest first")
+
+
+class Replayed(BaseModel):
+    replayed: int = Field(ge=0, description="messages moved back to the exchange", examples=[3])
+    left: int = Field(ge=0, description="messages still in the dead-letter queue", examples=[0])
