@@ -2,18 +2,26 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` installs what the product needs; `make test` (and bench) add the dev extras.
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 # Tests use AGG_TEST_AMQP_URL when set, else the local default broker.
 TEST_AMQP_URL ?= $(or $(AGG_TEST_AMQP_URL),amqp://guest:guest@localhost:5672/)
 
-.PHONY: all install run test lint typecheck pytest broker test-broker test-postgres bench clean
+.PHONY: all install install-runtime run test lint typecheck pytest broker test-broker test-postgres bench clean
 
 all: test
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	@bash scripts/bootstrap-venv.sh "$(PYTHON)" "$(VENV)"
+	$(BIN)/pip install -q --disable-pip-version-check -e .
+	@touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+install-runtime: $(RUNTIME_STAMP)
 
 install: $(STAMP)
 
@@ -27,7 +35,7 @@ test-broker:
 test-postgres:
 	@bash scripts/ensure-postgres.sh
 
-run: install broker
+run: install-runtime broker
 	@bash scripts/run.sh
 
 lint: install

@@ -19,6 +19,7 @@ import aio_pika
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aiormq.exceptions import AuthenticationError, ProbableAuthenticationError
 from yarl import URL
 
 from aggregator.errors import BrokerUnreachable
@@ -150,19 +151,34 @@ async def connect(
                     f"cannot reach the broker at {redacted(settings.amqp_url)} after "
                     f"{attempt} attempt(s) in {waited:.1f}s: {exc!r}"
                 ) from exc
-            log.warning(
-                "broker at %s not reachable (attempt %d): %r; retrying in %.1fs",
-                redacted(settings.amqp_url),
-                attempt,
-                exc,
-                delay,
+            # Said once, not once per attempt; a refused login as such (a wrong password will
+            # not fix itself, but a user being created meanwhile might).
+            log.log(
+                logging.WARNING if attempt == 1 else logging.DEBUG,
+                "%s; retrying until it answers",
+                _why_unreachable(settings.amqp_url, exc),
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        log.info("connected to broker node %s as %s", connection.node, client_name)
+        log.info(
+            "connected to broker node %s as %s%s",
+            connection.node,
+            client_name,
+            f" after {attempt} attempts" if attempt > 1 else "",
+        )
         _log_lifecycle(connection, client_name)
         return connection
+
+
+def _why_unreachable(urls: str, exc: BaseException) -> str:
+    if isinstance(exc, ProbableAuthenticationError | AuthenticationError):
+        users = sorted({URL(url).user or "guest" for url in urls.split(",")})
+        return (
+            f"the broker refused the login of user {', '.join(users)}: check the user and"
+            " password in AGG_AMQP_URL"
+        )
+    return f"the broker at {redacted(urls)} does not answer: {exc!r}"
 
 
 async def _discard(connection: FailoverConnection) -> None:

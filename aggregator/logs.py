@@ -39,6 +39,8 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    # aio-pika logs a line per reconnect attempt; ours say it once per loss, with context.
+    # aio-pika and aiormq log a line (an ERROR, for aiormq) per connect attempt; ours say it
+    # once per change of state, with context (aggregator/connection.py).
     logging.getLogger("aio_pika").setLevel(max(logging.ERROR, logging.getLogger().level))
     logging.getLogger("aiormq").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aggregator.errors import AggregatorError
 from aggregator.urls import redacted
 
 # Most worker processes one `python -m worker` supervises (AGG_WORKERS, --workers).
@@ -164,3 +165,21 @@ def store_target(url: str) -> tuple[Literal["sqlite", "postgresql"], str]:
         f"AGG_STORE_URL must be sqlite:///PATH or postgresql://user:password@host:port/database,"
         f" not {redacted(url)!r}"
     )
+
+
+class SettingsError(AggregatorError):
+    """The environment holds a setting the processes cannot use; one line per variable."""
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or :class:`SettingsError` naming each bad variable
+    (without its value: a URL would show its password)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            name = "AGG_" + "_".join(str(part) for part in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
+            problems.append(f"{name}: {message}")
+        raise SettingsError("; ".join(problems)) from None

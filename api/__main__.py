@@ -11,7 +11,7 @@ from types import FrameType
 import uvicorn
 
 from aggregator.logs import configure_logging
-from aggregator.settings import Settings
+from aggregator.settings import Settings, SettingsError, load_settings
 from api.app import create_app
 from api.keys import KeysFileError
 from api.server import bind, header_deadline_protocol
@@ -47,7 +47,12 @@ def refusal(settings: Settings) -> str | None:
 
 
 def main() -> int:
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        configure_logging("INFO")
+        log.error("%s", exc)
+        return EXIT_CONFIGURATION
     configure_logging(settings.log_level)
     why_not = refusal(settings)
     if why_not is not None:

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import uvloop
-from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 
 from aggregator.errors import BrokerUnreachable
 from aggregator.logs import configure_logging
-from aggregator.settings import Settings
+from aggregator.settings import SettingsError, load_settings
 from producer.load import FIXED_START, MAX_PAYLOAD_BYTES, LoadSpec
 from producer.report import LoadProgress, print_summary, summary_json
 from producer.runner import LoadRunner, Summary
@@ -104,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target.add_argument(
         "--url",
-        default="http://localhost:8080",
+        default=None,
         metavar="URL",
-        help="the API's base URL, for --via http (default: %(default)s)",
+        help="the API's base URL, for --via http (default: http://localhost:$AGG_PORT, "
+        "AGG_PORT defaulting to 8080)",
+    )
+    target.add_argument(
+        "--token",
+        default=os.environ.get("AGG_API_TOKEN"),
+        metavar="TOKEN",
+        help="an API key, for --via http when the API has keys (default: AGG_API_TOKEN)",
     )
     target.add_argument(
         "--amqp-url",
@@ -225,13 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sender(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Sender:
     if args.via == "http":
+        url = args.url or f"http://localhost:{os.environ.get('AGG_PORT') or 8080}"
         return HttpSender(
-            args.url, concurrency=args.concurrency, retries=args.retries, timeout_s=args.timeout
+            url,
+            concurrency=args.concurrency,
+            retries=args.retries,
+            timeout_s=args.timeout,
+            token=args.token,
         )
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        parser.error(f"invalid AGG_* settings: {exc}")
+        settings = load_settings()
+    except SettingsError as exc:
+        parser.error(str(exc))
     if args.amqp_url:
         settings = settings.model_copy(update={"amqp_url": args.amqp_url})
     return AmqpSender(

@@ -99,9 +99,10 @@ class HttpSender:
         retries: int = 5,
         timeout_s: float = 30.0,
         client: httpx.AsyncClient | None = None,
+        token: str | None = None,
     ) -> None:
         """``client``, when given, is shared by all requests and left open; otherwise the sender
-        opens one client per request in flight.
+        opens one client per request in flight. ``token``: an API key, sent as a bearer token.
 
         One connection per client, because httpcore's pool scans every connection it holds for
         each request and each response: with 64 in flight that scan, not the server, was the
@@ -118,6 +119,7 @@ class HttpSender:
                     timeout=timeout_s,
                     limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                     verify=ssl_context,
+                    headers={"Authorization": f"Bearer {token}"} if token else None,
                 )
                 for _ in range(concurrency)
             ]

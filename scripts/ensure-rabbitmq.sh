@@ -45,6 +45,13 @@ fi
 for _ in $(seq 1 120); do
   if probe; then
     echo "broker: RabbitMQ is up"
+    # This script installed or started it, so it is ours to set up: the management UI is how
+    # operators watch the queues (http://localhost:15672, guest/guest on a local install).
+    if as_root env PATH="$PATH:/usr/sbin" rabbitmq-plugins enable rabbitmq_management >/dev/null 2>&1; then
+      echo "broker: management UI enabled on http://localhost:15672"
+    else
+      echo "broker: could not enable the management UI (rabbitmq-plugins enable rabbitmq_management)" >&2
+    fi
     exit 0
   fi
   sleep 1

@@ -18,7 +18,7 @@ import uvloop
 from aggregator.errors import BrokerUnreachable, StoreUnavailable
 from aggregator.logs import configure_logging
 from aggregator.metrics import WorkerMetrics
-from aggregator.settings import MAX_WORKERS, Settings
+from aggregator.settings import MAX_WORKERS, Settings, SettingsError, load_settings
 from aggregator.store import open_store
 from worker.consumer import Consumer
 from worker.supervisor import run_workers
@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run N worker processes sharing the store (default: AGG_WORKERS, else 1)",
     )
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        configure_logging("INFO")
+        log.error("%s", exc)
+        return 2
     configure_logging(settings.log_level)
     workers: int = settings.workers if args.workers is None else args.workers
     if workers > 1:

@@ -40,6 +40,7 @@ from aggregator.topology import ERROR_HEADER, Topology, declare_topology
 from worker.batching import next_batch
 from worker.processing import Abandoned, BatchOutcome, BatchProcessor
 from worker.settlement import Decided, Verdict, settle
+from worker.summary import ActivitySummary
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Consumer:
         self._abandon: asyncio.Event | None = None
         self._deliveries = 0
         self._handling = False
+        self._summary = ActivitySummary()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._topology: Topology | None = None
@@ -122,6 +124,7 @@ class Consumer:
                 tasks.append(asyncio.create_task(gauges, name="queue-gauges"))
             await self._batch_loop()
         finally:
+            self._summary.flush()
             for task in (*tasks, self._resuming):
                 await stop_task(task)
             await close_quietly(connection)
@@ -285,7 +288,8 @@ class Consumer:
             self._abandon = None
             closed.cancel()
         for event in outcome.duplicate_events:
-            log.info("duplicate dropped: topic=%s event_id=%s", event.topic, event.event_id)
+            log.debug("duplicate dropped: topic=%s event_id=%s", event.topic, event.event_id)
+        self._summary.add(len(outcome.stored), len(outcome.duplicates), len(outcome.poison))
         decided = [
             Decided(d.link, d.tag, verdicts.get(i, Verdict.ACK)) for i, d in enumerate(batch)
         ]
