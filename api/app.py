@@ -26,6 +26,7 @@ from api.keys import KeyRing
 from api.limits import ConcurrencyLimit, RateLimiter
 from api.publisher import Publisher
 from api.routes import dead_letters, events, health
+from api.routes.docs import add_offline_docs
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
 
@@ -59,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Publish log events over HTTP; each is stored exactly once.",
         lifespan=lifespan,
+        docs_url=None,  # served from local files instead (api/routes/docs.py)
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -71,6 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)
+    add_offline_docs(app)
     app.add_middleware(
         ConcurrencyLimit,
         limit=settings.max_concurrent_requests,

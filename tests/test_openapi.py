@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -347,3 +348,18 @@ async def test_every_example_satisfies_its_schema(tmp_path: Path) -> None:
         validator = OAS31Validator({**schema_, "components": document["components"]})
         failures += [f"{where}: {error.message}" for error in validator.iter_errors(example)]
     assert not failures
+
+
+async def test_the_docs_pages_load_nothing_from_elsewhere(settings: Settings) -> None:
+    async with api_client(settings) as client:
+        for page in ("/docs", "/redoc"):
+            html = (await client.get(page)).text
+            sources = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(
+                r"url: '([^']+)'", html
+            )
+            assert sources, page
+            assert not [s for s in sources if "://" in s], f"{page} loads {sources}"
+            for source in sources:
+                if source.startswith("/static/"):
+                    asset = await client.get(source)
+                    assert asset.status_code == 200 and asset.content, source
