@@ -52,4 +52,4 @@ async def test_api_and_worker_started_before_the_broker(tmp_path: Path) -> None:
                 )
                 assert stats.json()["received"] == 1
             assert worker.popen.poll() is None, worker.log_text()
-            assert "not reachable" in worker.log_text()
+            assert "does not answer" in worker.log_text()

@@ -214,7 +214,7 @@ async def test_sigterm_while_waiting_for_the_broker_exits_zero_quickly(tmp_path:
     with start_worker(settings, tmp_path / "worker.log") as worker:
         await eventually(
             lambda: asyncio.to_thread(worker.log_text),
-            lambda log: "not reachable" in log,
+            lambda log: "does not answer" in log,
             timeout=30,
             what="the worker to retry its first connect",
         )

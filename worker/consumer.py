@@ -31,20 +31,19 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aggregator import amqp
 from aggregator.amqp import Delivery, Subscription
 from aggregator.connection import BROKER_ERRORS, close_quietly, connect
-from aggregator.logs import one_line
 from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from aggregator.tasks import raise_if_cancelling, stop_task
-from aggregator.topology import ERROR_HEADER, Topology, declare_topology
+from aggregator.topology import Topology, declare_topology
 from worker.batching import next_batch
-from worker.processing import Abandoned, BatchOutcome, BatchProcessor
+from worker.dead_lettering import dead_letter
+from worker.drain import watch_drain
+from worker.processing import Abandoned, BatchProcessor
 from worker.settlement import Decided, Verdict, settle
 from worker.summary import ActivitySummary
 
 log = logging.getLogger(__name__)
-
-DRAIN_POLL_S = 0.2
 
 
 class Consumer:
@@ -118,7 +117,9 @@ class Consumer:
                 " (drain mode)" if self._drain else "",
             )
             if self._drain:
-                tasks.append(asyncio.create_task(self._watch_drain(), name="drain-watch"))
+                assert self._topology is not None
+                watch = watch_drain(self, self._topology.queue, self._stopping, self.stop)
+                tasks.append(asyncio.create_task(watch, name="drain-watch"))
             else:  # a drain run serves no metrics, so it reads no gauges either
                 gauges = self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
                 tasks.append(asyncio.create_task(gauges, name="queue-gauges"))
@@ -270,7 +271,16 @@ class Consumer:
             outcome = await self._processor.process(
                 [d.body for d in batch], abandon=abandon, publishers=[d.publisher for d in batch]
             )
-            verdicts = await self._dead_letter(batch, outcome, abandon)
+            assert self._channel is not None
+            verdicts = await dead_letter(
+                self._channel,
+                self._settings,
+                self._processor,
+                self.metrics,
+                batch,
+                outcome,
+                abandon,
+            )
         except Abandoned:
             if batch[0].link.is_open:
                 # Stopping while the store is down. No new deliveries first (the ones in
@@ -304,89 +314,12 @@ class Consumer:
         decided = [Decided(d.link, d.tag, Verdict.RETURN) for d in deliveries if d.link.is_open]
         await amqp.send_frames(settle(decided, []))
 
-    async def _dead_letter(
-        self, batch: Sequence[Delivery], outcome: BatchOutcome, abandon: asyncio.Event
-    ) -> dict[int, Verdict]:
-        """Copy each poison delivery to the dead-letter exchange and count the copies.
+    # -- what drain mode watches -----------------------------------------------------------------
 
-        Returns the verdict of each poison index: ACK once copied and counted, RETURN if the
-        broker did not confirm the copy.
-        """
-        if not outcome.poison:
-            return {}
-        assert self._channel is not None
-        settings = self._settings
-        copies = [
-            amqp.publish_copy(
-                self._channel,
-                batch[poison.index],
-                exchange=settings.dead_letter_exchange,
-                headers={
-                    ERROR_HEADER: one_line(poison.reason, 1000),
-                    "x-original-exchange": batch[poison.index].exchange,
-                    "x-original-routing-key": batch[poison.index].routing_key,
-                },
-                timeout=settings.confirm_timeout_s,
-            )
-            for poison in outcome.poison
-        ]
-        results = await asyncio.gather(*copies, return_exceptions=True)
-        verdicts: dict[int, Verdict] = {}
-        for poison, result in zip(outcome.poison, results, strict=True):
-            delivery = batch[poison.index]
-            if isinstance(result, BaseException):
-                log.warning(
-                    "dead-letter copy not confirmed: topic=%s message_id=%s: %r; returning it",
-                    delivery.routing_key,
-                    delivery.message_id,
-                    result,
-                )
-                verdicts[poison.index] = Verdict.RETURN
-                self.metrics.requeued.inc()
-            else:
-                verdicts[poison.index] = Verdict.ACK
-        copied = [p for p in outcome.poison if verdicts[p.index] is Verdict.ACK]
-        if copied:
-            await self._processor.count_dead_lettered(len(copied), abandon=abandon)
-            self.metrics.dead_lettered.inc(len(copied))
-            for poison in copied:
-                log.warning(
-                    "dead-lettered: topic=%s message_id=%s reason=%s",
-                    batch[poison.index].routing_key,
-                    batch[poison.index].message_id,
-                    poison.reason,
-                )
-        return verdicts
+    @property
+    def busy(self) -> bool:
+        return bool(self._in_hand) or self._handling
 
-    # -- drain mode ----------------------------------------------------------------------------
-
-    async def _watch_drain(self) -> None:
-        """In drain mode, stop once the queue has nothing ready and nothing is in hand."""
-        assert self._topology is not None
-        queue = self._topology.queue
-        quiet_checks = 0
-        seen = -1
-        while not self._stopping.is_set():
-            await asyncio.sleep(DRAIN_POLL_S)
-            if self._in_hand or self._handling or self._deliveries != seen:
-                seen = self._deliveries
-                quiet_checks = 0
-                continue
-            try:
-                declared = await queue.declare()
-            except BROKER_ERRORS as exc:
-                raise_if_cancelling()
-                log.warning("drain: could not read the queue depth: %r", exc)
-                continue
-            ready = declared.message_count or 0
-            quiet_checks = quiet_checks + 1 if ready == 0 else 0
-            idle = not self._in_hand and not self._handling and self._deliveries == seen
-            if quiet_checks >= 2 and idle:
-                log.info(
-                    "drain: queue %s is empty, %d deliveries handled pid=%d",
-                    queue.name,
-                    seen,
-                    os.getpid(),
-                )
-                self.stop()
-                return
+    @property
+    def deliveries(self) -> int:
+        return self._deliveries
