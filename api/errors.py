@@ -39,7 +39,15 @@ class Refusal(AggregatorError):
 
 
 class UnsupportedMediaType(Refusal):
+    """A content type the route does not read, or a content encoding other than gzip."""
+
     status, reason = 415, "unsupported_media_type"
+
+
+class BadBody(Refusal):
+    """The body cannot be read as sent: gzip that does not decompress, or a truncated one."""
+
+    status, reason = 400, "bad_encoding"
 
 
 class BodyTooLarge(Refusal):
