@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 
-from aggregator.decoding import decode_wire
+from aggregator.decoding import MAX_PAYLOAD_DEPTH, decode_wire, payload_problem
 from aggregator.errors import InvalidBody
 from aggregator.events import Event
 from aggregator.otlp import Mapped, map_request, topic_and_source
@@ -204,18 +204,44 @@ def test_nesting_past_the_protobuf_decoder_is_bad_data_in_both_encodings() -> No
         decode_request(_deep_protobuf(60), PROTOBUF)
 
 
-def _deep_protobuf(levels: int) -> bytes:
-    def field(number: int, payload: bytes) -> bytes:
-        assert len(payload) < 2**14
-        size = len(payload)
-        length = bytes([size]) if size < 128 else bytes([size & 0x7F | 0x80, size >> 7])
-        return bytes([number << 3 | 2]) + length + payload
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, written by hand."""
+    assert len(payload) < 2**14
+    size = len(payload)
+    length = bytes([size]) if size < 128 else bytes([size & 0x7F | 0x80, size >> 7])
+    return bytes([number << 3 | 2]) + length + payload
 
-    body = field(1, b"bottom")  # AnyValue.string_value
+
+def _in_a_request(body: bytes) -> bytes:
+    # resource_logs > scope_logs > log_records > body
+    return _field(1, _field(2, _field(2, _field(5, body))))
+
+
+def _deep_protobuf(levels: int, *, arrays: bool = False) -> bytes:
+    body = _field(1, b"bottom")  # AnyValue.string_value
     for _ in range(levels):
-        body = field(6, field(1, field(1, b"k") + field(2, body)))  # kvlist > KeyValue > value
-    log_record = field(5, body)
-    return field(1, field(2, field(2, log_record)))  # resource_logs > scope_logs > log_records
+        if arrays:  # array_value > values
+            body = _field(5, _field(1, body))
+        else:  # kvlist_value > values (KeyValue: key, value)
+            body = _field(6, _field(1, _field(1, b"k") + _field(2, body)))
+    return _in_a_request(body)
+
+
+def test_the_deepest_payload_the_decoder_takes_needs_no_payload_walk() -> None:
+    """Why the mapping may skip the payload walk: the protobuf decoder refuses nesting long
+    before a payload could pass 100 levels (arrays are the cheapest nesting)."""
+    deepest = None
+    for levels in range(10, 100):
+        try:
+            deepest = decode_request(_deep_protobuf(levels, arrays=True), PROTOBUF)
+        except InvalidBody:
+            break
+    assert deepest is not None and 40 < levels < 60
+    [event] = events_of(deepest)
+    depth, value = 1, event.payload["body"]
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0]
+    assert depth < MAX_PAYLOAD_DEPTH and payload_problem(event.payload) is None
 
 
 def test_a_record_too_large_is_refused_alone() -> None:
