@@ -42,6 +42,11 @@ SEED_EVENTS: list[Any] = [
     event_body("empty-payload", "x", payload={}),
 ]
 
+# Bodies the API takes that are not JSON: protobuf (OTLP) goes as the bytes generated for its
+# binary schema, NDJSON as the text generated for its string schema.
+schemathesis.serializer.alias("application/x-protobuf", "application/octet-stream")
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,
@@ -286,6 +291,7 @@ async def test_every_route_documents_a_response_model(tmp_path: Path) -> None:
         ("GET", "/stats"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("POST", "/v1/logs"),
     }
     assert expected <= set(operations)
     for (method, path), operation in operations.items():
@@ -347,3 +353,20 @@ async def test_every_example_satisfies_its_schema(tmp_path: Path) -> None:
         validator = OAS31Validator({**schema_, "components": document["components"]})
         failures += [f"{where}: {error.message}" for error in validator.iter_errors(example)]
     assert not failures
+
+
+async def test_otlp_documents_both_encodings_and_the_specs_answers(tmp_path: Path) -> None:
+    document = await _document(tmp_path)
+    logs = document["paths"]["/v1/logs"]["post"]
+    both = ["application/x-protobuf", "application/json"]
+    assert sorted(logs["requestBody"]["content"]) == sorted(both)
+    responses = logs["responses"]
+    assert set(responses) == {
+        "200", "400", "401", "403", "408", "413", "415", "429", "503"
+    }  # fmt: skip
+    for status, response in responses.items():
+        assert sorted(response["content"]) == sorted(both), status
+        assert _examples(response), f"{status} has no example"
+    for status in ("429", "503"):
+        assert responses[status]["headers"]["Retry-After"]["required"] is True
+    assert responses["400"]["content"]["application/json"]["schema"]["title"] == "Status"
