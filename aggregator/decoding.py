@@ -251,7 +251,12 @@ def _reasons(exc: ValidationError) -> str:
 
 
 def _payload_reason(event: Event) -> str | None:
-    problem = payload_problem(event.payload)
+    return payload_reason(event.payload)
+
+
+def payload_reason(payload: dict[str, Any]) -> str | None:
+    """:func:`payload_problem` as one line (``payload.path: what``), or None."""
+    problem = payload_problem(payload)
     if problem is None:
         return None
     path, msg, _ = problem
