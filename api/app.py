@@ -26,6 +26,7 @@ from api.keys import KeyRing
 from api.limits import ConcurrencyLimit, RateLimiter
 from api.publisher import Publisher
 from api.routes import events, health
+from api.routes.ingest import ingest_router
 from api.routes.otlp import otlp_router
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     body_schema, components = publish_body_schemas(settings.max_batch)
     app.include_router(publish_router(settings, body_schema))
     app.include_router(otlp_router(settings))
+    app.include_router(ingest_router(settings))
     app.include_router(events.router)
     app.include_router(health.router)
     app.add_middleware(

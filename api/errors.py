@@ -21,6 +21,7 @@ from aggregator.errors import (
     EventTooLarge,
     InvalidBody,
     InvalidEvents,
+    InvalidRecord,
     StoreUnavailable,
     TooManyEvents,
 )
@@ -127,6 +128,10 @@ def install_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
         counted("not_json")
         return answer(request, 400, str(exc))
 
+    async def invalid_record(request: Request, exc: Exception) -> Response:
+        counted("invalid")
+        return answer(request, 400, str(exc))
+
     async def invalid_events(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidEvents)
         counted("invalid")
@@ -150,6 +155,7 @@ def install_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     app.add_exception_handler(Refusal, refusal)
     app.add_exception_handler(InvalidBody, invalid_body)
     app.add_exception_handler(InvalidEvents, invalid_events)
+    app.add_exception_handler(InvalidRecord, invalid_record)
     app.add_exception_handler(TooManyEvents, too_large)
     app.add_exception_handler(EventTooLarge, too_large)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)

@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from aggregator.otlp_wire import JSON, PROTOBUF
 from aggregator.settings import Settings
-from api.examples import AUTH_RESPONSES, RETRY_AFTER_HEADER, json_examples
+from api.examples import (
+    AUTH_RESPONSES,
+    RETRY_AFTER_HEADER,
+    field_error,
+    json_examples,
+    problem_response,
+    publish_responses,
+)
+from api.schemas import ValidationProblem
 
 BINARY = {"type": "string", "format": "binary"}
 UINT64 = {
@@ -215,3 +225,85 @@ def otlp_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
             **retryable,
         },
     }
+
+
+FLUENT_BIT_RECORD = {"date": 1795514400.123456, "log": "GET /health 200", "stream": "stdout"}
+VECTOR_RECORD = {
+    "host": "web-1",
+    "message": "user signed in",
+    "source_type": "file",
+    "file": "/var/log/app.log",
+    "timestamp": "2026-11-24T10:00:00.123456789Z",
+}
+
+
+def ingest_request_body(settings: Settings) -> dict[str, Any]:
+    lines = "\n".join(orjson.dumps(r).decode() for r in (FLUENT_BIT_RECORD, VECTOR_RECORD))
+    return {
+        "required": True,
+        "description": f"1 to {settings.max_batch} JSON objects, one per line (NDJSON) or as"
+        " an array; gzip allowed",
+        "content": {
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one JSON object per line"},
+                "examples": {"fluent_bit_json_lines": {"value": lines}},
+            },
+            JSON: {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "array",
+                            "items": {"type": "object"},
+                            "minItems": 1,
+                            "maxItems": settings.max_batch,
+                        },
+                        {"type": "object", "description": "one record"},
+                    ]
+                },
+                "examples": {
+                    "fluent_bit_json": {"value": [FLUENT_BIT_RECORD]},
+                    "vector_json": {"value": [VECTOR_RECORD]},
+                },
+            },
+        },
+    }
+
+
+def ingest_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
+    """/publish's answers, with 400 naming the record refused."""
+    responses = publish_responses(settings)
+    responses[400] = problem_response(
+        "a record that cannot be an event (the first one is named), a body that is not JSON,"
+        " or broken gzip: nothing was published",
+        not_an_object={"detail": "line 3: a record must be a JSON object, not array"},
+        bad_time={
+            "detail": "line 7: the time field 'date': timestamp must include a timezone"
+            " (e.g. 'Z' or '+02:00')"
+        },
+    )
+    responses[413]["content"][JSON]["examples"]["event_too_large"] = {
+        "value": {
+            "detail": f"line 12 is 2000000 bytes as an event; the limit is"
+            f" {settings.max_event_bytes} (AGG_MAX_EVENT_BYTES)"
+        }
+    }
+    responses[415] = problem_response(
+        "neither NDJSON nor JSON, or an encoding but gzip",
+        media={"detail": "content-type must be application/x-ndjson or application/json"},
+    )
+    responses[422] = {
+        "model": ValidationProblem,
+        "description": "the topic in the path, or a query parameter, is not valid",
+        "content": json_examples(
+            topic={
+                "detail": [
+                    field_error(
+                        ["path", "topic"],
+                        "String should match pattern '^[A-Za-z0-9._-]+$'",
+                        "string_pattern_mismatch",
+                    )
+                ]
+            }
+        ),
+    }
+    return responses

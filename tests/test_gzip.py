@@ -119,7 +119,7 @@ async def test_a_gzip_bomb_gets_413_early_from_the_api_process(
                 )
                 before = peak_rss_mb(api.pid)
                 headers = {"content-type": "application/json", "content-encoding": "gzip"}
-                for path in ("/publish",):
+                for path in ("/publish", "/v1/logs", "/ingest/app.log"):
                     media = "application/x-protobuf" if path == "/v1/logs" else "application/json"
                     started = time.monotonic()
                     response = await client.post(

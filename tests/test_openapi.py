@@ -292,6 +292,7 @@ async def test_every_route_documents_a_response_model(tmp_path: Path) -> None:
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("POST", "/v1/logs"),
+        ("POST", "/ingest/{topic}"),
     }
     assert expected <= set(operations)
     for (method, path), operation in operations.items():
@@ -370,3 +371,17 @@ async def test_otlp_documents_both_encodings_and_the_specs_answers(tmp_path: Pat
     for status in ("429", "503"):
         assert responses[status]["headers"]["Retry-After"]["required"] is True
     assert responses["400"]["content"]["application/json"]["schema"]["title"] == "Status"
+
+
+async def test_ingest_documents_ndjson_json_and_the_line_named(tmp_path: Path) -> None:
+    document = await _document(tmp_path)
+    ingest = document["paths"]["/ingest/{topic}"]["post"]
+    content = ingest["requestBody"]["content"]
+    assert sorted(content) == ["application/json", "application/x-ndjson"]
+    assert content["application/json"]["examples"] and content["application/x-ndjson"]["examples"]
+    parameters = {p["name"]: p for p in ingest["parameters"]}
+    assert {"topic", "time_key", "id_key", "source_key"} <= set(parameters)
+    assert parameters["topic"]["in"] == "path"
+    responses = ingest["responses"]
+    assert {"202", "400", "401", "403", "413", "415", "422", "429", "503"} <= set(responses)
+    assert "line 3" in str(_examples(responses["400"]))
