@@ -19,75 +19,8 @@ from api.examples import (
     publish_responses,
 )
 from api.schemas import ValidationProblem
+from api.schemas_otlp import BINARY, EXPORT_RESPONSE, OTLP_JSON_REQUEST, STATUS
 
-BINARY = {"type": "string", "format": "binary"}
-UINT64 = {
-    "description": "nanoseconds since 1970: a decimal string, or a number",
-    "anyOf": [{"type": "string", "pattern": "^[0-9]{1,20}$"}, {"type": "integer", "minimum": 0}],
-}
-ANY_VALUE = {
-    "type": "object",
-    "description": "one of stringValue, boolValue, intValue, doubleValue, bytesValue (base64),"
-    " arrayValue {values}, kvlistValue {values}",
-}
-KEY_VALUES = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "properties": {"key": {"type": "string"}, "value": ANY_VALUE},
-        "required": ["key"],
-    },
-}
-LOG_RECORD = {
-    "type": "object",
-    "properties": {
-        "timeUnixNano": UINT64,
-        "observedTimeUnixNano": UINT64,
-        "severityNumber": {"type": "integer", "minimum": 0, "maximum": 24},
-        "severityText": {"type": "string"},
-        "body": ANY_VALUE,
-        "attributes": KEY_VALUES,
-        "flags": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-        "traceId": {"type": "string", "pattern": "^([0-9A-Fa-f]{2})*$", "description": "hex"},
-        "spanId": {"type": "string", "pattern": "^([0-9A-Fa-f]{2})*$", "description": "hex"},
-        "eventName": {"type": "string"},
-    },
-}
-OTLP_JSON_REQUEST = {
-    "title": "ExportLogsServiceRequest",
-    "description": "OTLP/JSON: the proto3 JSON mapping with lowerCamelCase names, hex trace and"
-    " span ids, integer enums and 64-bit integers as strings (or numbers). Fields this"
-    " receiver does not know are ignored, as the OTLP specification requires.",
-    "type": "object",
-    "properties": {
-        "resourceLogs": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "resource": {"type": "object", "properties": {"attributes": KEY_VALUES}},
-                    "scopeLogs": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "scope": {
-                                    "type": "object",
-                                    "properties": {
-                                        "name": {"type": "string"},
-                                        "version": {"type": "string"},
-                                        "attributes": KEY_VALUES,
-                                    },
-                                },
-                                "logRecords": {"type": "array", "items": LOG_RECORD},
-                            },
-                        },
-                    },
-                },
-            },
-        }
-    },
-}
 OTLP_JSON_EXAMPLE = {
     "resourceLogs": [
         {
@@ -116,29 +49,6 @@ OTLP_JSON_EXAMPLE = {
             ],
         }
     ]
-}
-EXPORT_RESPONSE = {
-    "title": "ExportLogsServiceResponse",
-    "type": "object",
-    "properties": {
-        "partialSuccess": {
-            "type": "object",
-            "properties": {
-                "rejectedLogRecords": {"type": "string", "pattern": "^[0-9]+$"},
-                "errorMessage": {"type": "string"},
-            },
-            "required": ["rejectedLogRecords"],
-        }
-    },
-    "additionalProperties": False,
-}
-STATUS = {
-    "title": "Status",
-    "description": "google.rpc.Status: `code` is the gRPC code, `message` says what is wrong",
-    "type": "object",
-    "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
-    "required": ["code", "message"],
-    "additionalProperties": False,
 }
 
 
