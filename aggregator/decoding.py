@@ -9,6 +9,9 @@ worker stores, and what the worker would refuse the API refuses first:
   254: anything accepted must be re-encodable);
 * an integer outside 64 bits (orjson would read it as a float, silently changing it);
 * an event whose canonical encoding is larger than ``AGG_MAX_EVENT_BYTES``.
+
+Ingest formats (OTLP, NDJSON records) build each event's five fields themselves and hand them to
+:func:`event_from_fields`, which applies these same checks to one event.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from aggregator.errors import EventTooLarge, InvalidBody, InvalidEvents, Poison, TooManyEvents
+from aggregator.errors import (
+    EventTooLarge,
+    InvalidBody,
+    InvalidEvents,
+    InvalidRecord,
+    Poison,
+    TooManyEvents,
+)
 from aggregator.events import Event
 from aggregator.logs import one_line
 
@@ -66,7 +76,7 @@ def load_json(body: bytes) -> Any:
     return document
 
 
-def _might_need_walk(body: bytes) -> bool:
+def might_need_walk(body: bytes) -> bool:
     """Whether a payload in ``body`` could be too deep or hold an out-of-range integer."""
     nesting = body.count(b"{") + body.count(b"[")
     return nesting > MAX_PAYLOAD_DEPTH or _LONG_DIGITS.search(body) is not None
@@ -148,7 +158,7 @@ def parse_request_body(body: bytes, *, max_batch: int, max_event_bytes: int) -> 
         events = _EVENT_LIST.validate_python(items)
     except ValidationError as exc:
         raise InvalidEvents(_fastapi_errors(exc, prefix, single)) from None
-    if _might_need_walk(body):
+    if might_need_walk(body):
         errors = []
         for index, event in enumerate(events):
             problem = payload_problem(event.payload)
@@ -195,19 +205,59 @@ def decode_wire(body: bytes, *, max_event_bytes: int) -> Event:
     try:
         event = Event.model_validate(document)
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
-            for error in exc.errors(include_url=False)
-        )
-        raise Poison(one_line(f"not a valid event: {reasons}")) from None
-    if _might_need_walk(body):
-        problem = payload_problem(event.payload)
+        raise Poison(one_line(f"not a valid event: {_reasons(exc)}")) from None
+    if might_need_walk(body):
+        problem = _payload_reason(event)
         if problem is not None:
-            path, msg, _ = problem
-            where = ".".join(str(part) for part in ["payload", *path])
-            raise Poison(one_line(f"{where}: {msg}"))
+            raise Poison(problem)
     try:
         _check_size(event, max_event_bytes, None)
     except EventTooLarge as exc:
         raise Poison(str(exc)) from None
     return event
+
+
+def event_from_fields(
+    fields: dict[str, Any], *, max_event_bytes: int, walk: bool = True, where: str = "the record"
+) -> Event:
+    """The event an ingest format built, checked as every event is (schema, payload, size).
+
+    ``walk=False`` skips the payload walk where the caller knows its source cannot hold what
+    it finds (see :func:`might_need_walk`). Raises :class:`InvalidRecord` or
+    :class:`EventTooLarge`, their one-line message starting with ``where``.
+    """
+    try:
+        event = Event.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidRecord(one_line(f"{where}: {_reasons(exc)}")) from None
+    if walk:
+        problem = _payload_reason(event)
+        if problem is not None:
+            raise InvalidRecord(one_line(f"{where}: {problem}"))
+    size = len(event.wire)
+    if size > max_event_bytes:
+        raise EventTooLarge(
+            f"{where} is {size} bytes as an event; the limit is {max_event_bytes}"
+            " (AGG_MAX_EVENT_BYTES)"
+        )
+    return event
+
+
+def _reasons(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    )
+
+
+def _payload_reason(event: Event) -> str | None:
+    return payload_reason(event.payload)
+
+
+def payload_reason(payload: dict[str, Any]) -> str | None:
+    """:func:`payload_problem` as one line (``payload.path: what``), or None."""
+    problem = payload_problem(payload)
+    if problem is None:
+        return None
+    path, msg, _ = problem
+    return one_line(f"{'.'.join(str(part) for part in ['payload', *path])}: {msg}")

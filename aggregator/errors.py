@@ -44,6 +44,13 @@ class EventTooLarge(InvalidInput):
         self.index = index
 
 
+class InvalidRecord(InvalidInput):
+    """A record of an ingest format (an NDJSON line, an OTLP log record) cannot become an event.
+
+    The message is one line, and says which record (its line, its index) and why.
+    """
+
+
 class Poison(InvalidInput):
     """An AMQP body that can never become a stored event; the message is a one-line reason."""
 

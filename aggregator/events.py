@@ -32,7 +32,7 @@ def _check_event_id(value: str) -> str:
     return value
 
 
-def _check_timestamp(value: str) -> str:
+def check_timestamp(value: str) -> str:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -47,7 +47,7 @@ Topic = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._-]+$")
 ]
 EventId = Annotated[str, AfterValidator(_check_event_id)]
-Timestamp = Annotated[str, AfterValidator(_check_timestamp)]
+Timestamp = Annotated[str, AfterValidator(check_timestamp)]
 Source = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 

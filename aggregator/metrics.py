@@ -104,6 +104,11 @@ class ApiMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.records_refused = Counter(
+            "agg_api_log_records_refused",
+            "OTLP log records refused alone (answered in partial_success; the rest published)",
+            registry=self.registry,
+        )
         self.confirm_seconds = Histogram(
             "agg_api_publish_confirm_seconds",
             "Time from a batch's first publish to the broker confirming all of it",

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     # The largest single event, as JSON re-encoded the way it is published and stored: 413 over
     # HTTP, dead-lettered over AMQP. Also bounds what one message costs the worker.
     max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # POST /ingest/{topic}: the record fields that give a wrapped record its timestamp (seconds
+    # since 1970, or ISO 8601; Fluent Bit's "date" by default), its event id (unset: a hash of
+    # the record) and its source (else "ingest"). A request may name others in its query.
+    ingest_time_key: str = Field(default="date", min_length=1, max_length=255)
+    ingest_id_key: str | None = Field(default=None, min_length=1, max_length=255)
+    ingest_source_key: str | None = Field(default="host", min_length=1, max_length=255)
     # A publish answers 503 once no confirm came for this long while some are awaited (the
     # contract's 5 s bound on a broker that stopped answering); a large batch on a slow broker
     # may take longer in all, as long as confirms keep coming.

@@ -27,6 +27,8 @@ from api.limits import ConcurrencyLimit, RateLimiter
 from api.publisher import Publisher
 from api.routes import dead_letters, events, health
 from api.routes.docs import add_offline_docs
+from api.routes.ingest import ingest_router
+from api.routes.otlp import otlp_router
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
 
@@ -71,6 +73,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_handlers(app, metrics)
     body_schema, components = publish_body_schemas(settings.max_batch)
     app.include_router(publish_router(settings, body_schema))
+    app.include_router(otlp_router(settings))
+    app.include_router(ingest_router(settings))
     app.include_router(events.router)
     app.include_router(dead_letters.router)
     app.include_router(health.router)

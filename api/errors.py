@@ -2,15 +2,18 @@
 
 Routes raise; the handlers here give each refusal its status code, its headers and its one-line
 ``detail`` (or FastAPI's list of field errors for a 422), and count it in
-``agg_api_requests_rejected_total`` by reason.
+``agg_api_requests_rejected_total`` by reason. A route whose protocol prescribes another error
+body (OTLP's ``Status``) says so with a ``render_refusal`` attribute on its route class: the
+status, headers and counting stay the same, only the body's shape is the route's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from aggregator.errors import (
     AggregatorError,
@@ -18,6 +21,7 @@ from aggregator.errors import (
     EventTooLarge,
     InvalidBody,
     InvalidEvents,
+    InvalidRecord,
     StoreUnavailable,
     TooManyEvents,
 )
@@ -39,7 +43,15 @@ class Refusal(AggregatorError):
 
 
 class UnsupportedMediaType(Refusal):
+    """A content type the route does not read, or a content encoding other than gzip."""
+
     status, reason = 415, "unsupported_media_type"
+
+
+class BadBody(Refusal):
+    """The body cannot be read as sent: gzip that does not decompress, or a truncated one."""
+
+    status, reason = 400, "bad_encoding"
 
 
 class BodyTooLarge(Refusal):
@@ -81,8 +93,23 @@ class BadQuery(Refusal):
         self.error = {"loc": ["query", parameter], "msg": msg, "type": type_}
 
 
+# How a route renders a refusal itself: (request, status, one-line detail, headers) -> response.
+RenderRefusal = Callable[[Request, int, str, dict[str, str]], Response]
+
+
 def problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+
+def answer(
+    request: Request, status: int, detail: Any, headers: dict[str, str] | None = None
+) -> Response:
+    """The refusal as the matched route renders it, else as ``{"detail": ...}``."""
+    render: RenderRefusal | None = getattr(request.scope.get("route"), "render_refusal", None)
+    if render is None:
+        return problem(status, detail, headers)
+    text = detail if isinstance(detail, str) else "; ".join(str(d.get("msg", d)) for d in detail)
+    return render(request, status, text, headers or {})
 
 
 def install_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
@@ -91,37 +118,44 @@ def install_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     def counted(reason: str) -> None:
         metrics.rejected.labels(reason).inc()
 
-    async def refusal(request: Request, exc: Exception) -> JSONResponse:
+    async def refusal(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
         counted(exc.reason)
         detail: Any = [exc.error] if isinstance(exc, BadQuery) else str(exc)
-        return problem(exc.status, detail, exc.headers)
+        return answer(request, exc.status, detail, exc.headers)
 
-    async def invalid_body(request: Request, exc: Exception) -> JSONResponse:
+    async def invalid_body(request: Request, exc: Exception) -> Response:
         counted("not_json")
-        return problem(400, str(exc))
+        return answer(request, 400, str(exc))
 
-    async def invalid_events(request: Request, exc: Exception) -> JSONResponse:
+    async def invalid_record(request: Request, exc: Exception) -> Response:
+        counted("invalid")
+        return answer(request, 400, str(exc))
+
+    async def invalid_events(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, InvalidEvents)
         counted("invalid")
-        return problem(422, exc.errors)
+        return answer(request, 422, exc.errors)
 
-    async def too_large(request: Request, exc: Exception) -> JSONResponse:
+    async def too_large(request: Request, exc: Exception) -> Response:
         counted("too_large")
-        return problem(413, str(exc))
+        return answer(request, 413, str(exc))
 
-    async def broker_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    async def broker_unavailable(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BrokerUnavailable)
         counted(exc.reason)
-        return problem(503, str(exc), {"Retry-After": RETRY_AFTER_S})
+        return answer(request, 503, str(exc), {"Retry-After": RETRY_AFTER_S})
 
-    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    async def store_unavailable(request: Request, exc: Exception) -> Response:
         counted("store")
-        return problem(503, f"the store is unavailable: {exc}", {"Retry-After": RETRY_AFTER_S})
+        return answer(
+            request, 503, f"the store is unavailable: {exc}", {"Retry-After": RETRY_AFTER_S}
+        )
 
     app.add_exception_handler(Refusal, refusal)
     app.add_exception_handler(InvalidBody, invalid_body)
     app.add_exception_handler(InvalidEvents, invalid_events)
+    app.add_exception_handler(InvalidRecord, invalid_record)
     app.add_exception_handler(TooManyEvents, too_large)
     app.add_exception_handler(EventTooLarge, too_large)
     app.add_exception_handler(BrokerUnavailable, broker_unavailable)

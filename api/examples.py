@@ -32,19 +32,19 @@ def field_error(loc: list[str | int], msg: str, type_: str, **extra: Any) -> dic
     return {"loc": loc, "msg": msg, "type": type_, **extra}
 
 
-def _problem(description: str, **examples: Any) -> dict[str, Any]:
+def problem_response(description: str, **examples: Any) -> dict[str, Any]:
     return {"model": Problem, "description": description, "content": json_examples(**examples)}
 
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {
-        **_problem(
+        **problem_response(
             "no API key, or an unknown one (only when AGG_API_KEYS_FILE is set)",
             missing={"detail": "an API key is required: Authorization: Bearer <token>"},
         ),
         "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}},
     },
-    403: _problem(
+    403: problem_response(
         "the key lacks the scope, or may not publish to a topic of the request; nothing was "
         "published",
         scope={"detail": "the key 'reader' lacks the 'publish' scope"},
@@ -56,7 +56,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 def publish_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
     return {
         202: {"content": json_examples(accepted={"accepted": 2})},
-        400: _problem(
+        400: problem_response(
             "the body is not JSON",
             not_json={
                 "detail": "body is not valid JSON: unexpected character, expected a "
@@ -64,11 +64,11 @@ def publish_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
             },
         ),
         **AUTH_RESPONSES,
-        408: _problem(
+        408: problem_response(
             "the body did not arrive in time (AGG_BODY_TIMEOUT_S)",
             slow={"detail": f"the body did not arrive within {settings.body_timeout_s:g}s"},
         ),
-        413: _problem(
+        413: problem_response(
             "too many events, too large a body, or too large an event; nothing was published",
             too_many_events={
                 "detail": f"{settings.max_batch + 1} events in one request; "
@@ -80,7 +80,7 @@ def publish_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
                 f"{settings.max_event_bytes} (AGG_MAX_EVENT_BYTES)"
             },
         ),
-        415: _problem(
+        415: problem_response(
             "the content type is not JSON",
             not_json={"detail": "content-type must be application/json"},
         ),
@@ -106,14 +106,14 @@ def publish_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
             ),
         },
         429: {
-            **_problem(
+            **problem_response(
                 "past AGG_RATE_LIMIT events per second for this key: retry after Retry-After",
                 rate={"detail": "past 1000 events/s for 'billing'; retry in 1s"},
             ),
             "headers": RETRY_AFTER_HEADER,
         },
         503: {
-            **_problem(
+            **problem_response(
                 "the broker does not hold the events (unreachable, nack, unroutable, or no "
                 "confirm in time), or too many requests in flight: retry after Retry-After",
                 not_connected={"detail": "not connected to the broker"},

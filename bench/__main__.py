@@ -23,7 +23,7 @@ from typing import Any
 from aggregator.connection import connect_once
 from aggregator.settings import Settings
 from aggregator.topology import declare_topology
-from bench import raw
+from bench import formats, raw
 from bench.events import make_workload
 from bench.report import write_report
 from bench.runner import (
@@ -365,6 +365,9 @@ async def run(args: argparse.Namespace) -> Figures:
                 await product_drain(fresh(), args.events, seed, work, figures)
                 await product_drain(fresh(), args.events, seed, work, figures, workers=2)
                 await product_end_to_end(fresh(), args.events, seed, work, figures)
+                await formats.measure(
+                    fresh, args.events, seed, work, figures.add, lambda *c: check(figures, *c)
+                )
                 count = int(args.latency_rate * args.latency_seconds)
                 for raw_gateway in (True, False):
                     await latency(

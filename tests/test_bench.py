@@ -62,12 +62,19 @@ def test_benchmark_smoke_run(amqp_url: str, tmp_path: Path) -> None:
         "product.latency_p99_ms",
         "raw.latency_p99_ms",
         "product.worker_rss_end_mb",
+        "formats.native",
+        "formats.otlp",
+        "formats.ndjson",
+        "formats.otlp_cpu_us",
     ):
         assert len(figures[name]) >= 1 and all(v > 0 for v in figures[name]), name
     # The run verified its own counts: every distinct event stored once, every send confirmed.
     assert any(c.startswith("drain unique: 420") for c in report["checks"]), report["checks"]
     assert any(c.startswith("end-to-end received: 600") for c in report["checks"])
+    assert any(c.startswith("otlp ingest queue depth: 300") for c in report["checks"])
+    assert any(c.startswith("ndjson ingest confirmed: 300") for c in report["checks"])
     assert (out / "latest.png").stat().st_size > 10_000
     table = (out / "latest.md").read_text()
     assert "worker drain (30% duplicates) vs raw pipeline" in table
+    assert "NDJSON API CPU per event vs native /publish" in table
     assert "| product: worker drains a pre-filled queue |" in done.stdout

@@ -43,6 +43,11 @@ SEED_EVENTS: list[Any] = [
     event_body("empty-payload", "x", payload={}),
 ]
 
+# Bodies the API takes that are not JSON: protobuf (OTLP) goes as the bytes generated for its
+# binary schema, NDJSON as the text generated for its string schema.
+schemathesis.serializer.alias("application/x-protobuf", "application/octet-stream")
+schemathesis.serializer.alias("application/x-ndjson", "text/plain")
+
 CHECKS = [
     schemathesis.checks.not_a_server_error,
     schemathesis.checks.status_code_conformance,
@@ -287,6 +292,8 @@ async def test_every_route_documents_a_response_model(tmp_path: Path) -> None:
         ("GET", "/stats"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
+        ("POST", "/v1/logs"),
+        ("POST", "/ingest/{topic}"),
     }
     assert expected <= set(operations)
     for (method, path), operation in operations.items():
@@ -363,3 +370,34 @@ async def test_the_docs_pages_load_nothing_from_elsewhere(settings: Settings) ->
                 if source.startswith("/static/"):
                     asset = await client.get(source)
                     assert asset.status_code == 200 and asset.content, source
+
+
+async def test_otlp_documents_both_encodings_and_the_specs_answers(tmp_path: Path) -> None:
+    document = await _document(tmp_path)
+    logs = document["paths"]["/v1/logs"]["post"]
+    both = ["application/x-protobuf", "application/json"]
+    assert sorted(logs["requestBody"]["content"]) == sorted(both)
+    responses = logs["responses"]
+    assert set(responses) == {
+        "200", "400", "401", "403", "408", "413", "415", "429", "503"
+    }  # fmt: skip
+    for status, response in responses.items():
+        assert sorted(response["content"]) == sorted(both), status
+        assert _examples(response), f"{status} has no example"
+    for status in ("429", "503"):
+        assert responses[status]["headers"]["Retry-After"]["required"] is True
+    assert responses["400"]["content"]["application/json"]["schema"]["title"] == "Status"
+
+
+async def test_ingest_documents_ndjson_json_and_the_line_named(tmp_path: Path) -> None:
+    document = await _document(tmp_path)
+    ingest = document["paths"]["/ingest/{topic}"]["post"]
+    content = ingest["requestBody"]["content"]
+    assert sorted(content) == ["application/json", "application/x-ndjson"]
+    assert content["application/json"]["examples"] and content["application/x-ndjson"]["examples"]
+    parameters = {p["name"]: p for p in ingest["parameters"]}
+    assert {"topic", "time_key", "id_key", "source_key"} <= set(parameters)
+    assert parameters["topic"]["in"] == "path"
+    responses = ingest["responses"]
+    assert {"202", "400", "401", "403", "413", "415", "422", "429", "503"} <= set(responses)
+    assert "line 3" in str(_examples(responses["400"]))

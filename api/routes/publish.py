@@ -7,21 +7,17 @@ measurable time (``make bench`` compares it with a bare gateway).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from aggregator.decoding import parse_request_body
-from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
 from api.body import JSON_MEDIA_TYPE, read_body, require_json
 from api.deps import SECURITY, authenticate
-from api.errors import RateLimited
 from api.examples import publish_responses
-from api.limits import RateLimiter, retry_after
-from api.publisher import Publisher
+from api.publishing import publish_events
 from api.schemas import EVENT_EXAMPLE, SECOND_EVENT_EXAMPLE, Accepted
 
 
@@ -36,7 +32,8 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
         description=(
             "Answers 202 only once the broker confirmed every event. Validation is all or "
             "nothing: if any event is invalid, none is published. At most "
-            f"{settings.max_batch} events and {settings.max_body_bytes} bytes per request. "
+            f"{settings.max_batch} events and {settings.max_body_bytes} bytes per request "
+            "(decompressed: `Content-Encoding: gzip` is accepted). "
             "Safe to retry: an event already stored is a duplicate, whatever its payload."
         ),
         openapi_extra={
@@ -59,10 +56,7 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
         responses=publish_responses(settings),
     )
     async def publish(request: Request) -> Response:
-        state = request.app.state
-        settings: Settings = state.settings
-        metrics: ApiMetrics = state.metrics
-        publisher: Publisher = state.publisher
+        settings: Settings = request.app.state.settings
         caller = authenticate(request, "publish")
         require_json(request)
         body = await read_body(
@@ -71,20 +65,7 @@ def publish_router(settings: Settings, body_schema: dict[str, Any]) -> APIRouter
         events = parse_request_body(
             body, max_batch=settings.max_batch, max_event_bytes=settings.max_event_bytes
         )
-        caller.check_topics([event.topic for event in events])
-        limiter: RateLimiter | None = state.limiter
-        if limiter is not None:
-            wait = limiter.take(caller.client, len(events))
-            if wait is not None:
-                raise RateLimited(
-                    f"past {limiter.rate:g} events/s for {caller.client!r}; "
-                    f"retry in {retry_after(wait)}s",
-                    headers={"Retry-After": retry_after(wait)},
-                )
-        started = time.perf_counter()
-        await publisher.publish(events, publisher=caller.publisher, on_handed=metrics.published.inc)
-        metrics.confirm_seconds.observe(time.perf_counter() - started)
-        metrics.confirmed.inc(len(events))
+        await publish_events(request, caller, events)
         # The body by hand: FastAPI would validate and serialise it through the model again.
         return Response(
             b'{"accepted":%d}' % len(events), status_code=202, media_type=JSON_MEDIA_TYPE

@@ -1,0 +1,317 @@
+"""Ingest formats beside the native path: OTLP protobuf (``/v1/logs``) and NDJSON records
+(``/ingest/{topic}``) against ``POST /publish``, in the same repeat, with the same load.
+
+Each format gets a fresh API process and queue, and one load process that builds every request
+body before the clock starts, then sends them in batches of 1,000 events, 4 in flight: the
+same client for all three, so the ratios compare the API's paths, not three clients. The
+records are alike: the native event's payload (level, message, a counter, 40 bytes of padding)
+as an OTLP record's body and attributes from 8 services, or as a Fluent Bit-like record (a
+``date`` double, no id field, so its id is a hash) for 8 topics.
+
+``python -m bench.formats load --url http://127.0.0.1:8080 --format otlp --count 50000``
+prints one JSON line: events/s, events confirmed, requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+import uvloop
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from aggregator.settings import Settings
+from bench import report
+from bench.events import TOPICS, make_workload
+from bench.runner import (
+    delete_names,
+    env_for,
+    fresh_settings,
+    process,
+    queue_depth,
+    run_json,
+    wait_http,
+)
+
+FORMATS = ("native", "otlp", "ndjson")
+BATCH = 1000
+CONCURRENCY = 4
+# 2026-11-24T10:00:00Z, in the units each format uses.
+START_S = 1_795_514_400
+PAD = "x" * 40
+
+
+@dataclass(frozen=True)
+class Request:
+    path: str
+    body: bytes
+    content_type: str
+    events: int
+
+
+def build(fmt: str, count: int, seed: int) -> list[Request]:
+    """Every request of a load of ``count`` events in ``fmt``, in sending order."""
+    chunks = [range(first, min(first + BATCH, count)) for first in range(0, count, BATCH)]
+    if fmt == "native":
+        bodies = make_workload(count, seed=seed).bodies
+        return [
+            Request(
+                "/publish",
+                b"[" + b",".join(bodies[i] for i in chunk) + b"]",
+                "application/json",
+                len(chunk),
+            )
+            for chunk in chunks
+        ]
+    if fmt == "otlp":
+        return [
+            Request("/v1/logs", _otlp(chunk, seed), "application/x-protobuf", len(chunk))
+            for chunk in chunks
+        ]
+    if fmt == "ndjson":
+        return [
+            Request(
+                f"/ingest/{TOPICS[number % len(TOPICS)]}",
+                _ndjson(chunk, seed),
+                "application/x-ndjson",
+                len(chunk),
+            )
+            for number, chunk in enumerate(chunks)
+        ]
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _value(text: str | int) -> AnyValue:
+    return AnyValue(int_value=text) if isinstance(text, int) else AnyValue(string_value=text)
+
+
+def _otlp(chunk: range, seed: int) -> bytes:
+    services: dict[int, list[LogRecord]] = {}
+    for i in chunk:
+        services.setdefault(i % len(TOPICS), []).append(
+            LogRecord(
+                time_unix_nano=START_S * 10**9 + i * 1000,
+                severity_number=9,  # type: ignore[arg-type]
+                severity_text="INFO",
+                body=_value("user action recorded"),
+                attributes=[
+                    KeyValue(key="n", value=_value(i)),
+                    KeyValue(key="seed", value=_value(seed)),
+                    KeyValue(key="pad", value=_value(PAD)),
+                ],
+            )
+        )
+    request = ExportLogsServiceRequest(
+        resource_logs=[
+            ResourceLogs(
+                resource=Resource(
+                    attributes=[KeyValue(key="service.name", value=_value(f"svc-{k}"))]
+                ),
+                scope_logs=[
+                    ScopeLogs(
+                        scope=InstrumentationScope(name="app", version="1.0"), log_records=records
+                    )
+                ],
+            )
+            for k, records in services.items()
+        ]
+    )
+    return request.SerializeToString()
+
+
+def _ndjson(chunk: range, seed: int) -> bytes:
+    return b"".join(
+        orjson.dumps(
+            {
+                "date": START_S + i / 1000,
+                "log": "user action recorded",
+                "level": "info",
+                "n": i,
+                "seed": seed,
+                "pad": PAD,
+            }
+        )
+        + b"\n"
+        for i in chunk
+    )
+
+
+async def load(url: str, requests: list[Request], concurrency: int) -> dict[str, float]:
+    """Send every request, ``concurrency`` in flight, one connection each; retry a 503 or 429
+    after its Retry-After. Returns events/s from the first send to the last answer."""
+    queue: asyncio.Queue[Request] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
+    confirmed = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal confirmed
+        while not queue.empty():
+            request = queue.get_nowait()
+            while True:
+                response = await client.post(
+                    request.path,
+                    content=request.body,
+                    headers={"content-type": request.content_type},
+                )
+                if response.status_code not in (429, 503):
+                    break
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            if not response.is_success or b"partialSuccess" in response.content:
+                raise RuntimeError(
+                    f"POST {request.path}: {response.status_code} {response.text[:300]}"
+                )
+            confirmed += request.events
+
+    clients = [
+        httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1))
+        for _ in range(concurrency)
+    ]
+    started_at = time.time()
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(client) for client in clients))
+    finally:
+        for client in clients:
+            await client.aclose()
+    elapsed = time.perf_counter() - started
+    return {
+        "events_per_s": confirmed / elapsed,
+        "confirmed": confirmed,
+        "requests": len(requests),
+        "started_at": started_at,
+    }
+
+
+# Each format twice per repeat, in mirrored order: a machine that slows down or speeds up
+# during the repeat (other work on it) weighs on every format alike.
+ORDER = (*FORMATS, *reversed(FORMATS))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    fresh: Callable[[], Settings],
+    count: int,
+    seed: int,
+    work: Path,
+    add: Callable[[str, float], None],
+    check: Callable[[str, int, int], None],
+) -> None:
+    """One repeat: each format through fresh API processes, ``count`` events in all.
+
+    Adds ``formats.<format>`` (events/s, the mean of its two runs) and
+    ``formats.<format>_cpu_us`` (the API process's CPU time per event: the cost, which the
+    other work on a shared machine disturbs far less than the rate).
+    """
+    rates: dict[str, list[float]] = {fmt: [] for fmt in FORMATS}
+    cpu: dict[str, float] = dict.fromkeys(FORMATS, 0.0)
+    half = max(count // 2, 1)
+    for fmt in ORDER:
+        settings = fresh()
+        url = f"http://127.0.0.1:{settings.port}"
+        load_args = ["--url", url, "--format", fmt, "--count", str(half), "--seed", str(seed)]
+        with process(["-m", "api"], env_for(settings), work / f"api-format-{fmt}.log") as api:
+            wait_http(f"{url}/readyz", api)
+            before = cpu_seconds(api.pid)
+            result = run_json(["-m", "bench.formats", "load", *load_args])
+            cpu[fmt] += cpu_seconds(api.pid) - before
+        rates[fmt].append(float(result["events_per_s"]))
+        check(f"{fmt} ingest confirmed", half, int(result["confirmed"]))
+        depth = await queue_depth(settings.amqp_url, settings.queue)
+        check(f"{fmt} ingest queue depth", half, depth)
+        await delete_names(settings)
+    for fmt in FORMATS:
+        add(f"formats.{fmt}", sum(rates[fmt]) / len(rates[fmt]))
+        add(f"formats.{fmt}_cpu_us", cpu[fmt] / (half * len(rates[fmt])) * 1e6)
+
+
+async def compare(amqp_url: str, events: int, repeats: int) -> dict[str, list[float]]:
+    """The formats' figures alone, ``repeats`` times (``make bench`` runs them with the rest)."""
+    values: dict[str, list[float]] = {}
+    used: list[Settings] = []
+
+    def check(what: str, expected: int, actual: int) -> None:
+        if expected != actual:
+            raise AssertionError(f"{what}: expected {expected}, got {actual}")
+
+    with tempfile.TemporaryDirectory(prefix="agg-formats-") as tmp:
+
+        def fresh() -> Settings:
+            used.append(fresh_settings(amqp_url, Path(tmp), Settings().queue_type))
+            return used[-1]
+
+        def add(name: str, value: float) -> None:
+            values.setdefault(name, []).append(value)
+
+        try:
+            for repeat in range(repeats):
+                await measure(fresh, events, 1000 + repeat, Path(tmp), add, check)
+        finally:
+            for settings in used:
+                await delete_names(settings)
+    return values
+
+
+def table(values: dict[str, list[float]]) -> str:
+    """The formats' rows of ``make bench``'s tables."""
+    lines = ["| figure | min | median | max | unit |", "|---|---:|---:|---:|---|"]
+    for key, label, unit in report.SINGLE:
+        if key.startswith("formats.") and key in values:
+            low, mid, high = report.spread(values[key])
+            lines.append(f"| {label} | {low:,.1f} | {mid:,.1f} | {high:,.1f} | {unit} |")
+    lines += [
+        "",
+        "| ratio (same repeat) | min | median | max | target |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for comparison in report.COMPARISONS:
+        shares = report.ratios(values, comparison)
+        if comparison.product.startswith("formats.") and shares:
+            low, mid, high = report.spread(shares)
+            target = f"{'≤' if comparison.at_most else '≥'} {comparison.target:.2f}"
+            lines.append(f"| {comparison.label} | {low:.2f} | {mid:.2f} | {high:.2f} | {target} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.formats", description=__doc__)
+    parser.add_argument("command", choices=["load", "compare"])
+    parser.add_argument("--url", help="load: the API")
+    parser.add_argument("--format", choices=FORMATS, help="load: what to send")
+    parser.add_argument("--count", type=int, default=50_000, help="events (in all, to compare)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--repeats", type=int, default=3, help="compare: how many times")
+    parser.add_argument("--amqp-url", default=Settings().amqp_url, help="compare: the broker")
+    args = parser.parse_args(argv)
+    if args.command == "compare":
+        values = asyncio.run(compare(args.amqp_url, args.count, args.repeats))
+        sys.stdout.write(table(values) + "\n")
+        return 0
+    if args.url is None or args.format is None:
+        parser.error("load needs --url and --format")
+    requests = build(args.format, args.count, args.seed)
+    result = uvloop.run(load(args.url, requests, args.concurrency))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
