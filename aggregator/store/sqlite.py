@@ -1,17 +1,17 @@
-"""The SQLite store, the embedded default. All of its SQL lives here.
+"""The SQLite store, the embedded default.
 
 One file in WAL mode: the worker writes, the API reads, several workers on one host take turns on
 the write lock. The file is watched: deleted or replaced under a running process, it is "store
-unavailable" (loudly) rather than a place to commit into the void.
+unavailable" (loudly) rather than a place to commit into the void. Opening the file is
+:mod:`.sqlite_connection`, its schema :mod:`.sqlite_schema`, the error translation
+:mod:`.sqlite_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Self
 
 import aiosqlite
 
-from aggregator.errors import RowRefused, StoreError, StoreUnavailable
+from aggregator.errors import StoreUnavailable
 from aggregator.events import Event
 from aggregator.store.base import (
     PAGE_BYTES,
@@ -31,95 +31,16 @@ from aggregator.store.base import (
     canary_event,
     utc_now,
 )
-from aggregator.store.sqlite_schema import migrate
+from aggregator.store.sqlite_connection import connect, identity
+from aggregator.store.sqlite_errors import translate
+
+__all__ = ["SqliteStore", "translate"]
 
 log = logging.getLogger(__name__)
 
 _MAX_SEQ = 2**63 - 1
 _BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
 _COLUMNS = "seq, topic, event_id, timestamp, source, payload, processed_at, publisher"
-
-# Failures of the store as a whole (SQLite's primary result codes): wait and retry. Anything
-# else SQLite raises is about the statement's rows (a constraint, a type, a size).
-_UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_NOMEM,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_INTERRUPT,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_CORRUPT,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
-        sqlite3.SQLITE_NOTADB,
-    }
-)
-
-
-def translate(exc: sqlite3.Error) -> StoreError:
-    """The project's exception for a driver error: unavailable, or a row refused."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        # No result code: the connection or the module itself failed (closed, misuse).
-        return StoreUnavailable(f"SQLite: {exc!r}")
-    if code & 0xFF in _UNAVAILABLE_CODES:
-        return StoreUnavailable(f"SQLite: {exc} ({getattr(exc, 'sqlite_errorname', code)})")
-    return RowRefused(f"SQLite refused the rows: {exc} ({getattr(exc, 'sqlite_errorname', code)})")
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (status.st_dev, status.st_ino)
-
-
-async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
-    connection = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await _use_wal(connection, path, busy_timeout_ms)
-        # FULL: a commit is on disk before the worker acks, even across a power loss.
-        await connection.execute("PRAGMA synchronous = FULL")
-        await migrate(connection)
-    except BaseException:
-        await connection.close()
-        raise
-    return connection
-
-
-async def _use_wal(connection: aiosqlite.Connection, path: Path, busy_timeout_ms: int) -> None:
-    """Put the file in WAL mode (it stays so: only a new file changes), waiting out others.
-
-    Leaving the rollback journal needs every other connection off the file, and SQLite answers
-    that "database is locked" at once instead of waiting on the busy timeout; so several
-    processes opening a new store together (``--workers N``, or containers on a fresh volume)
-    would fail at random. This waits for its turn here, within the same bound.
-    """
-    deadline = time.monotonic() + busy_timeout_ms / 1000
-    pause = 0.005
-    while True:
-        try:
-            rows = await connection.execute_fetchall("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
-            continue
-        mode = str(next(iter(rows))[0]).lower()
-        if mode != "wal":
-            # Readers beside one writer, and so several processes on one file, rest on WAL.
-            raise sqlite3.OperationalError(f"{path}: SQLite kept journal_mode={mode}, not WAL")
-        return
 
 
 class SqliteStore:
@@ -129,7 +50,7 @@ class SqliteStore:
         self._db = connection
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._identity = _identity(path)
+        self._identity = identity(path)
         # One connection runs one transaction at a time; concurrent callers (API requests, or
         # overlapping batches) take turns instead of nesting BEGINs.
         self._transaction = asyncio.Lock()
@@ -138,7 +59,7 @@ class SqliteStore:
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Self:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = await _connect(path, busy_timeout_ms)
+            connection = await connect(path, busy_timeout_ms)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         return cls(connection, path, busy_timeout_ms)
@@ -313,7 +234,7 @@ class SqliteStore:
 
     async def _follow_file(self) -> None:
         """Raise StoreUnavailable while the file we opened is gone; reopen a file put back."""
-        now = _identity(self._path)
+        now = identity(self._path)
         if now == self._identity:
             return
         if now is None:
@@ -325,10 +246,10 @@ class SqliteStore:
         # would.
         log.warning("the database file %s was replaced; reopening it", self._path)
         try:
-            connection = await _connect(self._path, self._busy_timeout_ms)
+            connection = await connect(self._path, self._busy_timeout_ms)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
-        old, self._db, self._identity = self._db, connection, _identity(self._path)
+        old, self._db, self._identity = self._db, connection, identity(self._path)
         await old.close()
 
     async def _rollback(self) -> None:
