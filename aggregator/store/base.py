@@ -33,6 +33,27 @@ START: Position = (0, 0)
 
 
 @dataclass(frozen=True)
+class EventQuery:
+    """Which events a read returns, and in which order. Every filter is optional; they combine.
+
+    ``since_us``/``until_us`` bound the event's own timestamp (microseconds since the epoch,
+    :mod:`aggregator.timestamps`): ``since_us <= t < until_us``. ``text`` is ``q`` as typed, in
+    the syntax of :mod:`aggregator.store.search` (parse it first: a store may raise
+    SearchSyntaxError). Newest first, positions go down; otherwise up.
+    """
+
+    topic: str | None = None
+    source: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    text: str | None = None
+    newest_first: bool = False
+
+
+EVERYTHING = EventQuery()
+
+
+@dataclass(frozen=True)
 class StoreResult:
     """What one batch did: the events newly stored and the ones that were duplicates."""
 
@@ -95,17 +116,22 @@ class DedupStore(Protocol):
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        """Up to ``limit`` events after position ``after`` in processing order, and if more follow.
+        """Up to ``limit`` events matching ``query`` past position ``after``, and if more follow.
 
-        The page also ends once its payloads pass ``max_bytes`` (after one event at least). An
-        event never appears before a position a reader was already given: paging on from the
-        last event's ``position`` misses none, whatever is being written meanwhile.
+        Past means after in processing order, or before it when ``query.newest_first``; no
+        ``after`` starts at the oldest event (the newest, newest first). The page also ends once
+        its payloads pass ``max_bytes`` (after one event at least). Paging on from the last
+        event's ``position`` misses none and repeats none, whatever is being written meanwhile:
+        an event never commits at a position a reader has already passed, either way.
         """
+
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        """The stored event of that key; None if there is none."""
 
 
 def canary_event() -> Event:

@@ -27,8 +27,9 @@ from aggregator.errors import StoreUnavailable
 from aggregator.events import Event
 from aggregator.store import postgres_sql as sql
 from aggregator.store.base import (
+    EVERYTHING,
     PAGE_BYTES,
-    START,
+    EventQuery,
     Position,
     Stats,
     StoredEvent,
@@ -37,6 +38,7 @@ from aggregator.store.base import (
 )
 from aggregator.store.postgres_errors import DRIVER_ERRORS, translate
 from aggregator.store.postgres_schema import ServerTooOld, migrate
+from aggregator.timestamps import utc_micros
 from aggregator.urls import redacted
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,7 @@ class PostgresStore:
             [place[key] for key in keys],
             len(events),
             [e.publisher for e in batch],
+            [utc_micros(e.timestamp) for e in batch],
         )
         new = {(str(row[0]), str(row[1])) for row in rows}
         stored = [event for key, event in first.items() if key in new]
@@ -168,43 +171,35 @@ class PostgresStore:
             topics={str(r[0]): int(r[1]) for r in topics},
         )
 
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        async with self._connection() as connection:
+            row = await connection.fetchrow(sql.GET_EVENT, topic, event_id)
+        return None if row is None else _stored_event(row)
+
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        query = sql.PAGE.format(topic="" if topic is None else "AND topic = $5")
-        parameters: list[object] = [str(after[0]), after[1]]
         page: list[StoredEvent] = []
         size = 0
         async with (
             self._connection() as connection,
             connection.transaction(isolation="read_committed", readonly=True),
         ):
-            horizon = await connection.fetchval(sql.HORIZON)
-            parameters += [horizon, limit + 1, *([] if topic is None else [topic])]
+            horizon = str(await connection.fetchval(sql.HORIZON))
+            statement, parameters = sql.page_query(query, after, horizon, limit + 1)
             # A few rows per round trip, so a page of large events stops at max_bytes without
             # having read the rest.
-            async for row in connection.cursor(query, *parameters, prefetch=PAGE_FETCH_ROWS):
+            async for row in connection.cursor(statement, *parameters, prefetch=PAGE_FETCH_ROWS):
                 if len(page) == limit or (page and size >= max_bytes):
                     return page, True
-                payload = str(row[6]).encode()
-                size += len(payload)
-                page.append(
-                    StoredEvent(
-                        position=(int(row[0]), int(row[1])),
-                        topic=str(row[2]),
-                        event_id=str(row[3]),
-                        timestamp=str(row[4]),
-                        source=str(row[5]),
-                        payload_json=payload,
-                        processed_at=_utc_text(row[7]),
-                        publisher=None if row[8] is None else str(row[8]),
-                    )
-                )
+                event = _stored_event(row)
+                size += len(event.payload_json)
+                page.append(event)
         return page, False
 
     @asynccontextmanager
@@ -254,6 +249,20 @@ async def _open_pool(url: str, pool_size: int) -> asyncpg.Pool[Record]:
             raise translate(exc) from exc
         raise
     return pool
+
+
+def _stored_event(row: Record) -> StoredEvent:
+    """A row of the columns of postgres_sql's reads as the store returns it."""
+    return StoredEvent(
+        position=(int(row[0]), int(row[1])),
+        topic=str(row[2]),
+        event_id=str(row[3]),
+        timestamp=str(row[4]),
+        source=str(row[5]),
+        payload_json=str(row[6]).encode(),
+        processed_at=_utc_text(row[7]),
+        publisher=None if row[8] is None else str(row[8]),
+    )
 
 
 def _utc_text(value: datetime) -> str:

@@ -2,9 +2,9 @@
 
 One file in WAL mode: the worker writes, the API reads, several workers on one host take turns on
 the write lock. The file is watched: deleted or replaced under a running process, it is "store
-unavailable" (loudly) rather than a place to commit into the void. Opening the file is
-:mod:`.sqlite_connection`, its schema :mod:`.sqlite_schema`, the error translation
-:mod:`.sqlite_errors`.
+unavailable" (loudly) rather than a place to commit into the void. Its statements are
+:mod:`.sqlite_sql`, its schema :mod:`.sqlite_schema`, opening the file :mod:`.sqlite_connection`,
+the error translation :mod:`.sqlite_errors`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import aiosqlite
 
 from aggregator.errors import StoreUnavailable
 from aggregator.events import Event
+from aggregator.store import sqlite_sql as sql
 from aggregator.store.base import (
+    EVERYTHING,
     PAGE_BYTES,
-    START,
+    EventQuery,
     Position,
     Stats,
     StoredEvent,
@@ -33,14 +35,11 @@ from aggregator.store.base import (
 )
 from aggregator.store.sqlite_connection import connect, identity
 from aggregator.store.sqlite_errors import translate
+from aggregator.timestamps import utc_micros
 
 __all__ = ["SqliteStore", "translate"]
 
 log = logging.getLogger(__name__)
-
-_MAX_SEQ = 2**63 - 1
-_BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
-_COLUMNS = "seq, topic, event_id, timestamp, source, payload, processed_at, publisher"
 
 
 class SqliteStore:
@@ -96,14 +95,13 @@ class SqliteStore:
         duplicates.extend(event for key, event in first.items() if key in existing)
         processed_at = utc_now()
         await self._db.executemany(
-            "INSERT INTO events"
-            " (topic, event_id, timestamp, source, payload, processed_at, publisher)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            sql.INSERT_EVENT,
             [
                 (
                     e.topic,
                     e.event_id,
                     e.timestamp,
+                    utc_micros(e.timestamp),
                     e.source,
                     e.payload_json.decode(),
                     processed_at,
@@ -115,14 +113,9 @@ class SqliteStore:
         per_topic: dict[str, int] = {}
         for event in stored:
             per_topic[event.topic] = per_topic.get(event.topic, 0) + 1
+        await self._db.executemany(sql.BUMP_TOPIC, list(per_topic.items()))
         await self._db.executemany(
-            "INSERT INTO topic_counts (topic, unique_count) VALUES (?, ?)"
-            " ON CONFLICT (topic)"
-            " DO UPDATE SET unique_count = unique_count + excluded.unique_count",
-            list(per_topic.items()),
-        )
-        await self._db.executemany(
-            _BUMP_COUNTER,
+            sql.BUMP_COUNTER,
             [
                 (len(events), "received"),
                 (len(stored), "unique_processed"),
@@ -133,20 +126,17 @@ class SqliteStore:
 
     async def _existing_keys(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         existing: set[tuple[str, str]] = set()
-        # Bound the number of SQL variables per statement well below SQLite's limit.
-        for start in range(0, len(keys), 4000):
-            chunk = keys[start : start + 4000]
-            values = ",".join("(?, ?)" for _ in chunk)
+        for start in range(0, len(keys), sql.MAX_VARIABLES // 2):
+            chunk = keys[start : start + sql.MAX_VARIABLES // 2]
             rows = await self._db.execute_fetchall(
-                f"SELECT topic, event_id FROM events WHERE (topic, event_id) IN (VALUES {values})",
-                [part for key in chunk for part in key],
+                sql.existing_keys(len(chunk)), [part for key in chunk for part in key]
             )
             existing.update((str(row[0]), str(row[1])) for row in rows)
         return existing
 
     async def add_dead_lettered(self, count: int) -> None:
         async with self._write(commit=True):
-            await self._db.execute(_BUMP_COUNTER, (count, "dead_lettered"))
+            await self._db.execute(sql.BUMP_COUNTER, (count, "dead_lettered"))
 
     async def stats(self) -> Stats:
         # One read transaction: the counters and topic counts come from the same snapshot.
@@ -161,54 +151,43 @@ class SqliteStore:
             finally:
                 await self._db.execute("COMMIT")
         return Stats(
-            received=int(counters["received"]),
-            unique_processed=int(counters["unique_processed"]),
-            duplicate_dropped=int(counters["duplicate_dropped"]),
-            dead_lettered=int(counters["dead_lettered"]),
+            received=counters["received"],
+            unique_processed=counters["unique_processed"],
+            duplicate_dropped=counters["duplicate_dropped"],
+            dead_lettered=counters["dead_lettered"],
             topics={str(topic): int(count) for topic, count in topics},
         )
+
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        async with self._transaction, self._translated():
+            rows = list(await self._db.execute_fetchall(sql.GET_EVENT, (topic, event_id)))
+        return sql.stored_event(rows[0]) if rows else None
 
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        # One writer at a time: row numbers are handed out in commit order, so the first half
-        # of a position is always 0 here. A position of another store's making (a cursor kept
-        # across a change of backend) is past every row number of this one, as it would be.
-        after_seq = after[1] if after[0] == 0 else _MAX_SEQ
-        where = "seq > ?" if topic is None else "topic = ? AND seq > ?"
-        parameters: list[object] = [after_seq] if topic is None else [topic, after_seq]
+        # One writer at a time: row numbers are handed out in commit order, so no row can
+        # commit behind a position already handed out, in either direction (the first half of
+        # a position is always 0 here).
+        statement, parameters = sql.page_query(query, after, limit + 1)
         page: list[StoredEvent] = []
         size = 0
         async with self._transaction, self._translated():
             # Rows are read a few at a time, so a page of large events stops at max_bytes
             # without having read the rest.
-            async with self._db.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?",
-                [*parameters, limit + 1],
-            ) as cursor:
+            async with self._db.execute(statement, parameters) as cursor:
                 cursor.arraysize = 16
                 async for row in cursor:
                     if len(page) == limit or (page and size >= max_bytes):
                         return page, True
-                    payload = str(row[5]).encode()
-                    size += len(payload)
-                    page.append(
-                        StoredEvent(
-                            position=(0, int(row[0])),
-                            topic=str(row[1]),
-                            event_id=str(row[2]),
-                            timestamp=str(row[3]),
-                            source=str(row[4]),
-                            payload_json=payload,
-                            processed_at=str(row[6]),
-                            publisher=None if row[7] is None else str(row[7]),
-                        )
-                    )
+                    event = sql.stored_event(row)
+                    size += len(event.payload_json)
+                    page.append(event)
         return page, False
 
     @asynccontextmanager

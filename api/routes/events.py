@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from aggregator.store import START
+from aggregator.store import START, EventQuery
 from api.body import JSON_MEDIA_TYPE
 from api.cursor import decode_cursor, encode_cursor
 from api.deps import Reading, StoreDep
@@ -48,7 +48,9 @@ async def events(
         if decoded is None:
             raise BadQuery("after", "not a valid cursor", "cursor")
         position = decoded
-    page, more = await store.events_after(after=position, limit=limit, topic=topic)
+    page, more = await store.events_after(
+        query=EventQuery(topic=topic), after=position, limit=limit
+    )
     # Encoded straight from the stored JSON: no parse and re-encode of every payload, and the
     # page is bounded in bytes by the store.
     body = orjson.dumps(
