@@ -102,6 +102,9 @@ class Faulty:
     async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
         return await self.store.get_event(topic, event_id)
 
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        return await self.store.delete_expired(before_us, limit)
+
 
 @pytest.fixture
 def faulty(store: DedupStore) -> Faulty:

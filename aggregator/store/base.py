@@ -1,7 +1,9 @@
 """What a store is: the interface the API and the worker use, and the values it returns.
 
-A store keeps each event once, keyed by ``(topic, event_id)``: the row *is* the dedup record. It
-moves the counters in the same transaction as the rows, and it speaks only the project's own
+A store keeps each event once, keyed by ``(topic, event_id)``, and a 16-byte digest of every key
+it ever stored (:func:`key_digest`): that is the dedup record, and it stays when retention
+deletes the event, so a late replay is still a duplicate. It writes the digests and moves the
+counters in the same transaction as the rows, and it speaks only the project's own
 exceptions (:class:`~aggregator.errors.StoreUnavailable` when it fails for everything,
 :class:`~aggregator.errors.RowRefused` when it refuses rows of their own accord), so the code
 that decides what to do with a failure imports no driver.
@@ -9,6 +11,7 @@ that decides what to do with a failure imports no driver.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,7 +70,13 @@ class Stats:
     unique_processed: int
     duplicate_dropped: int
     dead_lettered: int
+    # Events stored per topic, ever (like unique_processed: retention does not take them off).
     topics: dict[str, int] = field(default_factory=dict)
+    # Events deleted by retention (AGG_RETENTION); unique_processed - expired are stored now.
+    expired: int = 0
+    # What the store holds now: its events, and its size on disk (see each store's stats()).
+    stored_events: int = 0
+    store_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,25 @@ class DedupStore(Protocol):
         """
 
     async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
-        """The stored event of that key; None if there is none."""
+        """The stored event of that key; None if none is (never stored, or expired)."""
+
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        """Delete up to ``limit`` of the events whose timestamp is before ``before_us``, oldest
+        first, in one short transaction, counting them in ``expired``; how many went.
+
+        Their keys stay seen: a later delivery of one of them is a duplicate.
+        """
+
+
+def key_digest(topic: str, event_id: str) -> bytes:
+    """The 16 bytes the store keeps of every key it ever stored, for good: what dedup checks.
+
+    Topics cannot hold a NUL (they are AMQP routing keys of letters, digits and ``._-``), so
+    ``topic NUL event_id`` names one key. 128 bits: two keys of a billion events share a digest
+    with a chance of about 1 in 10^20.
+    """
+    text = f"{topic}\0{event_id}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def canary_event() -> Event:

@@ -35,6 +35,7 @@ from aggregator.store.base import (
     StoredEvent,
     StoreResult,
     canary_event,
+    key_digest,
 )
 from aggregator.store.postgres_errors import DRIVER_ERRORS, translate
 from aggregator.store.postgres_schema import ServerTooOld, migrate
@@ -61,7 +62,7 @@ CLOSE_TIMEOUT_S = 5.0
 PAGE_FETCH_ROWS = 16
 
 _CLOSE_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *DRIVER_ERRORS)
-_COUNTERS = ("received", "unique_processed", "duplicate_dropped", "dead_lettered")
+_COUNTERS = ("received", "unique_processed", "duplicate_dropped", "dead_lettered", "expired")
 
 
 class PostgresStore:
@@ -132,7 +133,9 @@ class PostgresStore:
             else:
                 first[event.key] = event
         place = {key: index for index, key in enumerate(first)}
-        keys = sorted(first)
+        # Sorted by digest: the order in which concurrent batches take seen_keys's index.
+        digests = sorted((key_digest(*key), key) for key in first)
+        keys = [key for _, key in digests]
         batch = [first[key] for key in keys]
         rows = await connection.fetch(
             sql.STORE_BATCH,
@@ -145,6 +148,7 @@ class PostgresStore:
             [place[key] for key in keys],
             len(events),
             [e.publisher for e in batch],
+            [digest for digest, _ in digests],
             [utc_micros(e.timestamp) for e in batch],
         )
         new = {(str(row[0]), str(row[1])) for row in rows}
@@ -156,12 +160,18 @@ class PostgresStore:
         async with self._connection() as connection:
             await connection.execute(sql.ADD_COUNTER, self._slot, "dead_lettered", count)
 
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        async with self._connection() as connection:
+            deleted = await connection.fetchval(sql.DELETE_EXPIRED, self._slot, before_us, limit)
+        return int(deleted)
+
     async def stats(self) -> Stats:
         async with self._connection() as connection:
             # One snapshot for both: a batch committing in between is in both sums or neither.
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 rows = await connection.fetch(sql.COUNTER_SUMS)
                 topics = await connection.fetch(sql.TOPIC_SUMS)
+                size = await connection.fetchval(sql.STORE_BYTES)
         counters = dict.fromkeys(_COUNTERS, 0) | {str(r[0]): int(r[1]) for r in rows}
         return Stats(
             received=counters["received"],
@@ -169,6 +179,10 @@ class PostgresStore:
             duplicate_dropped=counters["duplicate_dropped"],
             dead_lettered=counters["dead_lettered"],
             topics={str(r[0]): int(r[1]) for r in topics},
+            expired=counters["expired"],
+            # From the counters, which move with the rows: count(*) reads the whole table.
+            stored_events=counters["unique_processed"] - counters["expired"],
+            store_bytes=int(size),
         )
 
     async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:

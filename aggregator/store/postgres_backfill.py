@@ -1,12 +1,13 @@
 """The PostgreSQL store's schema steps that fill new columns of existing rows from Python.
 
 Rows written before a step get their values from the same Python functions the inserts use
-(:func:`aggregator.timestamps.utc_micros`), not from SQL look-alikes: PostgreSQL's timestamp
-parser and Python's differ at the edges (week dates, for one). The rows are read in chunks in
-key order (no cursor left open, which would keep the table "in use" for a CREATE INDEX after
-it), so a migration's memory does not grow with the table; indexes are built after the
-backfill, once, rather than updated row by row. Each step runs inside the migration's
-transaction (see :mod:`.postgres_schema`).
+(:func:`aggregator.timestamps.utc_micros`, :func:`aggregator.store.base.key_digest`), not from
+SQL look-alikes: PostgreSQL's timestamp parser and Python's differ at the edges (week dates,
+for one), and a digest computed two ways would make old events look new to the dedup. The
+rows are read in chunks in key order (no cursor left open, which would keep the table "in use"
+for a CREATE INDEX after it), so a migration's memory does not grow with the table; indexes are
+built after the backfill, once, rather than updated row by row. Each step runs inside the
+migration's transaction (see :mod:`.postgres_schema`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncpg
 from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 
+from aggregator.store.base import key_digest
 from aggregator.store.postgres_sql import SEARCH_VECTOR
 from aggregator.timestamps import utc_micros_or_none
 
@@ -67,6 +69,20 @@ async def find_events(connection: Connection) -> None:
         """,
         timeout=MIGRATION_TIMEOUT_S,
     )
+
+
+async def keep_keys(connection: Connection) -> None:
+    """Step 4: the digest of every key ever stored, the dedup record from now on (it stays
+    when retention deletes the event)."""
+    await connection.execute(
+        "CREATE TABLE seen_keys (key bytea PRIMARY KEY)", timeout=MIGRATION_TIMEOUT_S
+    )
+    async for rows in _chunks(connection, step=4):
+        await connection.execute(
+            "INSERT INTO seen_keys (key) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING",
+            [key_digest(str(row[0]), str(row[1])) for row in rows],
+            timeout=MIGRATION_TIMEOUT_S,
+        )
 
 
 async def _chunks(connection: Connection, *, step: int) -> AsyncIterator[list[Record]]:

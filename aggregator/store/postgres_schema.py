@@ -13,7 +13,12 @@ from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
 from aggregator.errors import StoreUnavailable
-from aggregator.store.postgres_backfill import MIGRATION_TIMEOUT_S, Connection, find_events
+from aggregator.store.postgres_backfill import (
+    MIGRATION_TIMEOUT_S,
+    Connection,
+    find_events,
+    keep_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,9 @@ MIGRATIONS: tuple[Step, ...] = (
     # 3. Finding events: the timestamp as an instant, indexes for source, time and full text
     # (postgres_backfill.py).
     find_events,
+    # 4. Keeping keys for good: seen_keys, the digest of every key ever stored, is the dedup
+    # record from now on (retention deletes events, not keys).
+    keep_keys,
 )
 
 

@@ -8,22 +8,34 @@ from __future__ import annotations
 from aggregator.store.base import EventQuery, Position
 from aggregator.store.search import parse
 
-# $1 the slot; $2..$7, $9 and $10 the batch, sorted by key, each key once, with each event's
-# place in the batch as it came, who published it and its timestamp as an instant ($10); $8
-# the batch's size with its duplicates. unnest hands the rows to the INSERT in array order, so
-# the unique index entries are taken in key order. The CTEs all run, in this order, whatever
-# the main query reads.
+# $1 the slot; $2..$7, $9..$11 the batch, each key once, sorted by its digest ($10), with each
+# event's place in the batch as it came, who published it and its timestamp as an instant
+# ($11); $8 the batch's size with its duplicates. The CTEs all run, in this order, whatever the
+# main query reads.
+#
+# The dedup check is ``fresh``: the digests this statement adds to seen_keys (which outlives
+# expired events); an event goes in only if its key is fresh. Concurrent workers wait on each
+# other's uncommitted keys in seen_keys's unique index, and take them in one order (unnest hands
+# rows over in array order, sorted by digest), so they never deadlock; a key fresh here belongs
+# to this transaction alone, so the events insert waits on no one. Its ON CONFLICT only guards
+# an events row without a seen key, which the migration does not leave.
 STORE_BATCH = """
-WITH new AS (
+WITH batch AS (
+    SELECT * FROM unnest(
+        $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[], $9::text[],
+        $10::bytea[], $11::bigint[]
+    ) AS b (topic, event_id, timestamp, source, payload, batch_index, publisher, key,
+            timestamp_us)
+), fresh AS (
+    INSERT INTO seen_keys (key) SELECT key FROM batch
+    ON CONFLICT DO NOTHING
+    RETURNING key
+), new AS (
     INSERT INTO events
         (topic, event_id, timestamp, timestamp_us, source, payload, batch_index, publisher)
     SELECT topic, event_id, timestamp, timestamp_us, source, payload::jsonb, batch_index,
            publisher
-    FROM unnest(
-        $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[], $9::text[],
-        $10::bigint[]
-    ) AS batch (topic, event_id, timestamp, source, payload, batch_index, publisher,
-                timestamp_us)
+    FROM batch JOIN fresh USING (key)
     ON CONFLICT (topic, event_id) DO NOTHING
     RETURNING topic, event_id
 ), topics AS (
@@ -40,9 +52,34 @@ WITH new AS (
 SELECT topic, event_id FROM new
 """
 
+# $1 the slot, $2 the cutoff (microseconds), $3 the most rows. The oldest first; rows another
+# process is deleting already are skipped, not waited for. The count goes to ``expired`` in the
+# same transaction.
+DELETE_EXPIRED = """
+WITH doomed AS (
+    SELECT topic, event_id FROM events WHERE timestamp_us < $2::bigint
+    ORDER BY timestamp_us LIMIT $3 FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM events AS e USING doomed AS d
+    WHERE e.topic = d.topic AND e.event_id = d.event_id
+    RETURNING 1
+), counted AS (
+    INSERT INTO counters AS c (slot, name, value)
+    SELECT $1::smallint, 'expired', count(*) FROM gone
+    ON CONFLICT (slot, name) DO UPDATE SET value = c.value + excluded.value
+)
+SELECT count(*) FROM gone
+"""
+
 # The counters and topic counts, summed over the slots (stats() reads both in one snapshot).
 COUNTER_SUMS = "SELECT name, sum(value)::bigint FROM counters GROUP BY name"
 TOPIC_SUMS = "SELECT topic, sum(unique_count)::bigint FROM topic_counts GROUP BY topic ORDER BY 1"
+
+# What the store takes on disk: its tables with their indexes and TOAST.
+STORE_BYTES = """
+SELECT sum(pg_total_relation_size(name))::bigint
+FROM unnest(ARRAY['events', 'seen_keys', 'counters', 'topic_counts']::regclass[]) AS name
+"""
 
 # Readiness: the server answers, and this database has the store's schema.
 PING = "SELECT 1 FROM schema_version LIMIT 1"

@@ -31,6 +31,7 @@ from aggregator.store.base import (
     StoredEvent,
     StoreResult,
     canary_event,
+    key_digest,
     utc_now,
 )
 from aggregator.store.sqlite_connection import connect, identity
@@ -88,11 +89,12 @@ class SqliteStore:
                 duplicates.append(event)
             else:
                 first[event.key] = event
-        # Under BEGIN IMMEDIATE this connection is the only writer, so the rows read here cannot
-        # change before the insert below.
-        existing = await self._existing_keys(list(first))
-        stored = [event for key, event in first.items() if key not in existing]
-        duplicates.extend(event for key, event in first.items() if key in existing)
+        # Under BEGIN IMMEDIATE this connection is the only writer: the keys claimed here are
+        # this batch's until it commits or rolls back.
+        digests = {key: key_digest(*key) for key in first}
+        new = await self._claim(list(digests.values()))
+        stored = [event for key, event in first.items() if digests[key] in new]
+        duplicates.extend(event for key, event in first.items() if digests[key] not in new)
         processed_at = utc_now()
         await self._db.executemany(
             sql.INSERT_EVENT,
@@ -124,19 +126,25 @@ class SqliteStore:
         )
         return StoreResult(stored, duplicates)
 
-    async def _existing_keys(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        existing: set[tuple[str, str]] = set()
-        for start in range(0, len(keys), sql.MAX_VARIABLES // 2):
-            chunk = keys[start : start + sql.MAX_VARIABLES // 2]
-            rows = await self._db.execute_fetchall(
-                sql.existing_keys(len(chunk)), [part for key in chunk for part in key]
-            )
-            existing.update((str(row[0]), str(row[1])) for row in rows)
-        return existing
+    async def _claim(self, digests: list[bytes]) -> set[bytes]:
+        """Record the key digests; the ones not seen before (one statement per 4,000 keys)."""
+        new: set[bytes] = set()
+        for start in range(0, len(digests), sql.MAX_VARIABLES):
+            chunk = digests[start : start + sql.MAX_VARIABLES]
+            rows = await self._db.execute_fetchall(sql.claim_keys(len(chunk)), chunk)
+            new.update(bytes(row[0]) for row in rows)
+        return new
 
     async def add_dead_lettered(self, count: int) -> None:
         async with self._write(commit=True):
             await self._db.execute(sql.BUMP_COUNTER, (count, "dead_lettered"))
+
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        async with self._write(commit=True):
+            cursor = await self._db.execute(sql.DELETE_EXPIRED, (before_us, limit))
+            deleted = max(cursor.rowcount, 0)
+            await self._db.execute(sql.BUMP_COUNTER, (deleted, "expired"))
+        return deleted
 
     async def stats(self) -> Stats:
         # One read transaction: the counters and topic counts come from the same snapshot.
@@ -148,6 +156,9 @@ class SqliteStore:
                 topics = await self._db.execute_fetchall(
                     "SELECT topic, unique_count FROM topic_counts ORDER BY topic"
                 )
+                pages = await self._db.execute_fetchall(
+                    "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
+                )
             finally:
                 await self._db.execute("COMMIT")
         return Stats(
@@ -156,6 +167,11 @@ class SqliteStore:
             duplicate_dropped=counters["duplicate_dropped"],
             dead_lettered=counters["dead_lettered"],
             topics={str(topic): int(count) for topic, count in topics},
+            expired=counters["expired"],
+            # From the counters, which move with the rows: count(*) reads a whole index.
+            stored_events=counters["unique_processed"] - counters["expired"],
+            # The file (not its WAL): pages freed by deletes stay in it, and are reused.
+            store_bytes=int(next(iter(pages))[0]),
         )
 
     async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:

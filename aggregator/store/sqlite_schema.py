@@ -15,6 +15,7 @@ import sqlite3
 import aiosqlite
 
 from aggregator.errors import StoreUnavailable
+from aggregator.store.base import key_digest
 from aggregator.timestamps import utc_micros_or_none
 
 log = logging.getLogger(__name__)
@@ -78,12 +79,22 @@ _STEP_3 = (
     f" VALUES ('delete', old.seq, old.source, {_SEARCH_WORDS.format(payload='old.payload')}); END",
 )
 
+# 4. Keeping events for a while, and their keys for good: the digest of every key ever stored
+# (agg_key_digest, as the inserts compute it) is the dedup record from now on, so it stays when
+# retention deletes the event. And the count of those deletions.
+_STEP_4 = (
+    "CREATE TABLE seen_keys (key BLOB PRIMARY KEY) WITHOUT ROWID",
+    "INSERT OR IGNORE INTO seen_keys (key) SELECT agg_key_digest(topic, event_id) FROM events",
+    "INSERT OR IGNORE INTO counters (name, value) VALUES ('expired', 0)",
+)
+
 # A step is a script (split on ";") or, when a statement holds a ";" itself, its statements.
 STEPS: tuple[str | tuple[str, ...], ...] = (
     _STEP_1,
     # 2. Who published each event: the API key's name (NULL without keys, or over AMQP).
     "ALTER TABLE events ADD COLUMN publisher TEXT;",
     _STEP_3,
+    _STEP_4,
 )
 
 
@@ -116,6 +127,7 @@ async def migrate(connection: aiosqlite.Connection) -> None:
     if await _version(connection) >= len(STEPS):
         return
     await connection.create_function("agg_utc_micros", 1, utc_micros_or_none, deterministic=True)
+    await connection.create_function("agg_key_digest", 2, key_digest, deterministic=True)
     await connection.execute("BEGIN IMMEDIATE")
     try:
         current = await _version(connection)

@@ -34,11 +34,21 @@ ON CONFLICT (topic) DO UPDATE SET unique_count = unique_count + excluded.unique_
 
 GET_EVENT = f"SELECT {COLUMNS} FROM events WHERE topic = ? AND event_id = ?"
 
+# The oldest events first, a batch at a time; the search index follows by trigger.
+DELETE_EXPIRED = """
+DELETE FROM events WHERE seq IN (
+    SELECT seq FROM events WHERE timestamp_us < ? ORDER BY timestamp_us LIMIT ?)
+"""
 
-def existing_keys(count: int) -> str:
-    """Which of ``count`` (topic, event_id) pairs are stored already."""
-    values = ", ".join("(?, ?)" for _ in range(count))
-    return f"SELECT topic, event_id FROM events WHERE (topic, event_id) IN (VALUES {values})"
+
+def claim_keys(count: int) -> str:
+    """Insert ``count`` key digests; RETURNING names those not seen before (the new events).
+
+    One statement does the dedup check and records the keys: a key present (its event stored,
+    expired or not) is not returned, so its delivery is a duplicate.
+    """
+    values = ", ".join("(?)" for _ in range(count))
+    return f"INSERT INTO seen_keys (key) VALUES {values} ON CONFLICT DO NOTHING RETURNING key"
 
 
 def page_query(query: EventQuery, after: Position | None, limit: int) -> tuple[str, list[object]]:
