@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
@@ -25,9 +25,10 @@ from api.errors import install_handlers
 from api.keys import KeyRing
 from api.limits import ConcurrencyLimit, RateLimiter
 from api.publisher import Publisher
-from api.routes import events, health
+from api.routes import events, health, stats
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
+from api.strict_query import refuse_unknown_query
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Publish log events over HTTP; each is stored exactly once.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -69,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     body_schema, components = publish_body_schemas(settings.max_batch)
     app.include_router(publish_router(settings, body_schema))
     app.include_router(events.router)
+    app.include_router(stats.router)
     app.include_router(health.router)
     app.add_middleware(
         ConcurrencyLimit,
