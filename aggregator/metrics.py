@@ -131,6 +131,10 @@ class WorkerMetrics:
         self.transient_retries = counter(
             "agg_worker_transient_retries", "Store attempts that failed and will be retried"
         )
+        self.expired = counter(
+            "agg_worker_events_expired",
+            "Events deleted by retention (AGG_RETENTION); their keys stay seen",
+        )
         self.requeued = counter(
             "agg_worker_requeued",
             "Deliveries given back to the queue unsettled (stopping while the store is down, or"

@@ -39,6 +39,7 @@ from aggregator.tasks import raise_if_cancelling, stop_task
 from aggregator.topology import ERROR_HEADER, Topology, declare_topology
 from worker.batching import next_batch
 from worker.processing import Abandoned, BatchOutcome, BatchProcessor
+from worker.retention import start_retention
 from worker.settlement import Decided, Verdict, settle
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Consumer:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._store = store
         self.metrics = metrics or WorkerMetrics()
         self._processor = BatchProcessor(
             store, max_event_bytes=settings.max_event_bytes, metrics=self.metrics
@@ -117,9 +119,10 @@ class Consumer:
             )
             if self._drain:
                 tasks.append(asyncio.create_task(self._watch_drain(), name="drain-watch"))
-            else:  # a drain run serves no metrics, so it reads no gauges either
+            else:  # a drain run serves no metrics (no gauges), and leaves retention to workers
                 gauges = self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
                 tasks.append(asyncio.create_task(gauges, name="queue-gauges"))
+                tasks += start_retention(settings, self._store, self.metrics)
             await self._batch_loop()
         finally:
             for task in (*tasks, self._resuming):
