@@ -45,12 +45,16 @@ def create_app(settings: Settings) -> FastAPI:
         gauges = asyncio.create_task(
             metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
         )
+        store_gauges = asyncio.create_task(
+            metrics.store.refresh_forever(store, settings.metrics_interval_s)
+        )
         app.state.store, app.state.publisher = store, publisher
         reloads = _reload_keys_on_sighup(keyring)
         try:
             yield
         finally:
             reloads()
+            await stop_task(store_gauges)
             await stop_task(gauges)
             await publisher.close()
             await store.close()

@@ -17,10 +17,12 @@ import orjson
 import pytest
 
 from aggregator.store import DedupStore
+from aggregator.timestamps import utc_micros
 from tests.conftest import make_settings
 from tests.support.broker import delete_topology
 from tests.support.running import api_client
 from tests.support.stores import StoreFactory, make_event
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.broker
 
@@ -186,7 +188,7 @@ async def test_the_ndjson_export_streams_every_matching_event(
 
 async def test_stats_say_what_the_store_holds(client: httpx.AsyncClient, store: DedupStore) -> None:
     await store.store_events([make_event("old", timestamp="2020-01-01T00:00:00Z"), make_event("n")])
-    await store.delete_expired(before_us=0 + 1_600_000_000_000_000, limit=10)
+    await store.delete_expired(before_us=utc_micros("2021-01-01T00:00:00Z"), limit=10)
     stats = (await client.get("/stats")).json()
     assert (stats["unique_processed"], stats["expired"], stats["stored_events"]) == (2, 1, 1)
     assert stats["store_bytes"] > 0
@@ -212,5 +214,34 @@ async def test_reading_takes_the_read_scope(
                 assert (await client.get(path, headers=writer)).status_code == 403
                 reader = {**headers, "Authorization": "Bearer reader-token"}
                 assert (await client.get(path, headers=reader)).status_code == 200
+    finally:
+        await delete_topology(settings)
+
+
+async def test_the_store_gauges_follow_the_store(
+    amqp_url: str, tmp_path: Path, stores: StoreFactory
+) -> None:
+    settings = make_settings(amqp_url, tmp_path, store_url=stores.url, metrics_interval_s=0.1)
+    store = await stores.open()
+    await store.store_events([make_event(f"e{n}") for n in range(3)])
+
+    def gauge(text: str, name: str) -> float:
+        lines = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+        return float(lines[0].split()[1]) if lines else -1.0
+
+    try:
+        async with api_client(settings) as api:
+
+            async def scrape() -> str:
+                return (await api.get("/metrics")).text
+
+            text = await eventually(
+                scrape, lambda t: gauge(t, "agg_store_events") == 3, what="agg_store_events 3"
+            )
+            assert gauge(text, "agg_store_bytes") > 0
+            await store.delete_expired(before_us=utc_micros("2027-01-01T00:00:00Z"), limit=2)
+            await eventually(
+                scrape, lambda t: gauge(t, "agg_store_events") == 1, what="agg_store_events 1"
+            )
     finally:
         await delete_topology(settings)

@@ -50,8 +50,8 @@ async def readyz(publisher: PublisherDep, store: StoreDep) -> Readiness | JSONRe
     summary="Prometheus metrics of this API process",
     description=(
         "Events published, confirmed, requests rejected by reason, publish-confirm latency, "
-        "and queue depth / consumer count read from the broker on a timer. The worker serves "
-        "its own on AGG_METRICS_PORT."
+        "queue depth / consumer count read from the broker and the store's events and bytes "
+        "read from the store, both on a timer. The worker serves its own on AGG_METRICS_PORT."
     ),
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
