@@ -41,11 +41,15 @@ def event_query(
     """The store query and the position to page on from; BadQuery naming every parameter that
     is wrong."""
     errors: list[BadQuery] = []
+    for name, value in (("topic", topic), ("source", source), ("q", q)):
+        if value is not None and "\x00" in value:
+            # No store can hold one in what it compares with (PostgreSQL's text refuses it).
+            errors.append(BadQuery(name, "must not contain a NUL character", "string_nul"))
     since_us = _instant("since", since, errors)
     until_us = _instant("until", until, errors)
     if since_us is not None and until_us is not None and until_us <= since_us:
         errors.append(BadQuery("until", "must be later than since", "range", input_=until))
-    if q is not None:
+    if q is not None and "\x00" not in q:
         try:
             parse(q)
         except SearchSyntaxError as exc:

@@ -109,6 +109,9 @@ async def test_what_the_query_cannot_be_is_a_422_naming_each_parameter(
         {"q": ""},
         {"q": "!!!"},
         {"topic": ""},
+        {"topic": "a\x00b"},
+        {"source": "\x00"},
+        {"q": "a\x00b"},
     ):
         response = await client.get("/events", params=params)
         assert response.status_code == 422, params
@@ -143,6 +146,7 @@ async def test_one_event_by_topic_and_id(client: httpx.AsyncClient, store: Dedup
     missing = await client.get("/events/orders/order-43")
     assert missing.status_code == 404
     assert "order-43" in missing.json()["detail"]
+    assert (await client.get("/events/orders/order%00")).status_code == 404
 
 
 async def test_the_ndjson_export_streams_every_matching_event(

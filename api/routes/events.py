@@ -118,7 +118,10 @@ async def event(
         Path(description="the event's id", examples=["6f1c2a9e-8d2b-4c1e-9f4e-2b7d1a0c5e11"]),
     ],
 ) -> Response:
-    stored = await store.get_event(topic, event_id)
+    # A NUL is in no stored key (topics and ids refuse control characters), and PostgreSQL's
+    # text refuses to compare with one.
+    nul = "\x00" in topic or "\x00" in event_id
+    stored = None if nul else await store.get_event(topic, event_id)
     if stored is None:
         raise NotFound(f"no event {event_id!r} of topic {topic!r} is stored")
     return Response(event_json(stored), media_type=JSON_MEDIA_TYPE)
