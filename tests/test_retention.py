@@ -3,6 +3,8 @@ and a replay of a deleted event is still a duplicate with the counters exact."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tests.support.waiting import eventually
 from worker.retention import Retention
 
 OLD = "2025-01-01T00:00:00+01:00"
+RECENT = "2999-01-01T00:00:00Z"
 
 
 @pytest.mark.parametrize(
@@ -57,9 +60,10 @@ def test_anything_else_is_refused_naming_the_variable(
 class Counting:
     """A store whose delete_expired calls are counted (everything else passes through)."""
 
-    def __init__(self, store: DedupStore) -> None:
+    def __init__(self, store: DedupStore, log: list[str] | None = None) -> None:
         self.store = store
         self.deletes: list[int] = []
+        self.log = [] if log is None else log
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -67,12 +71,13 @@ class Counting:
     async def delete_expired(self, before_us: int, limit: int) -> int:
         deleted = await self.store.delete_expired(before_us, limit)
         self.deletes.append(deleted)
+        self.log.append("delete")
         return deleted
 
 
 async def test_a_pass_deletes_in_batches_until_none_is_left(store: DedupStore) -> None:
     await store.store_events([make_event(f"old-{n}", timestamp=OLD) for n in range(25)])
-    await store.store_events([make_event("recent", timestamp="2999-01-01T00:00:00Z")])
+    await store.store_events([make_event("recent", timestamp=RECENT)])
     counting = Counting(store)
     metrics = WorkerMetrics()
     retention = Retention(
@@ -88,6 +93,37 @@ async def test_a_pass_deletes_in_batches_until_none_is_left(store: DedupStore) -
     assert await retention.run_once() == 0
     stats = await store.stats()
     assert (stats.stored_events, stats.expired, stats.unique_processed) == (1, 25, 26)
+
+
+async def test_writes_go_on_between_the_batches_of_a_long_pass(stores: StoreFactory) -> None:
+    store = await stores.open()
+    for start in range(0, 2000, 500):
+        await store.store_events(
+            [make_event(f"old-{n}", timestamp=OLD) for n in range(start, start + 500)]
+        )
+    log: list[str] = []
+    counting = Counting(store, log)
+    retention = Retention(
+        counting, keep=timedelta(days=1), batch=100, interval_s=60, metrics=WorkerMetrics()
+    )
+    passing = asyncio.create_task(retention.run_once())
+    written = 0
+    while not passing.done():
+        await store.store_events([make_event(f"new-{written}", timestamp=RECENT)])
+        log.append("write")
+        written += 1
+    assert await passing == 2000
+    assert counting.deletes == [100] * 20 + [0]
+    deletes = [i for i, entry in enumerate(log) if entry == "delete"]
+    gaps = [log[a + 1 : b] for a, b in itertools.pairwise(deletes)]
+    if stores.backend == "sqlite":
+        # One write lock, taken in turns: after every batch the writer's turn comes.
+        assert all("write" in gap for gap in gaps), log
+    else:
+        # Row locks only: writes run beside the deletes.
+        assert sum("write" in gap for gap in gaps) >= len(gaps) // 2, log
+    stats = await store.stats()
+    assert (stats.expired, stats.stored_events) == (2000, written)
 
 
 async def stats_of(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -110,7 +146,7 @@ async def test_the_worker_deletes_old_events_and_their_replays_stay_duplicates(
         retention_interval_s=0.2,
     )
     old = [event_body(f"old-{n}", timestamp=OLD) for n in range(30)]
-    recent = [event_body(f"new-{n}", timestamp="2999-01-01T00:00:00Z") for n in range(5)]
+    recent = [event_body(f"new-{n}", timestamp=RECENT) for n in range(5)]
     try:
         async with running_worker(settings), api_client(settings) as client:
             assert (await client.post("/publish", json=old + recent)).status_code == 202
