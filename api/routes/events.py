@@ -85,7 +85,10 @@ async def events(
     ] = 100,
     after: Annotated[
         str | None,
-        Query(description="opaque cursor: the `next` of the previous page, same `order`"),
+        Query(
+            description="opaque cursor: the `next` of the previous page, same `order`",
+            examples=["cG9zOjA6MTAw"],
+        ),
     ] = None,
 ) -> Response:
     query, start = event_query(
