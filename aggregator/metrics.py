@@ -14,7 +14,9 @@ import aio_pika
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aggregator.connection import BROKER_ERRORS, close_quietly, connect_once
+from aggregator.errors import StoreError
 from aggregator.settings import Settings
+from aggregator.store import DedupStore
 from aggregator.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,36 @@ class QueueGauges:
             self.consumers.labels(name).set(result.consumer_count or 0)
 
 
+class StoreGauges:
+    """``agg_store_events`` and ``agg_store_bytes``: what the store holds now (as /stats says)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Gauge(
+            "agg_store_events",
+            "Events the store holds now (stored, less those deleted by retention)",
+            registry=registry,
+        )
+        self.bytes = Gauge(
+            "agg_store_bytes",
+            "The store's size on disk: the SQLite file, or PostgreSQL's tables and indexes",
+            registry=registry,
+        )
+
+    async def refresh_forever(self, store: DedupStore, interval_s: float) -> None:
+        """Read the store every ``interval_s`` until cancelled; a failing store keeps the last
+        values (readiness and the 503s say it is down)."""
+        while True:
+            try:
+                stats = await store.stats()
+            except StoreError as exc:
+                raise_if_cancelling()
+                log.debug("store gauges: the store did not answer: %s", exc)
+            else:
+                self.events.set(stats.stored_events)
+                self.bytes.set(stats.store_bytes)
+            await asyncio.sleep(interval_s)
+
+
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -116,6 +148,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.queues = QueueGauges(self.registry)
+        self.store = StoreGauges(self.registry)
 
 
 class WorkerMetrics:
@@ -135,6 +168,10 @@ class WorkerMetrics:
         )
         self.transient_retries = counter(
             "agg_worker_transient_retries", "Store attempts that failed and will be retried"
+        )
+        self.expired = counter(
+            "agg_worker_events_expired",
+            "Events deleted by retention (AGG_RETENTION); their keys stay seen",
         )
         self.requeued = counter(
             "agg_worker_requeued",

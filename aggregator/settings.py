@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +15,12 @@ from aggregator.urls import redacted
 
 # Most worker processes one `python -m worker` supervises (AGG_WORKERS, --workers).
 MAX_WORKERS = 64
+
+# AGG_RETENTION: a whole number and one unit, nothing else ("30d", "12h", "90m", "45s").
+_DURATION = re.compile(r"([1-9][0-9]{0,9})([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A century: more is a typo, and would overflow the store's microseconds.
+MAX_RETENTION = timedelta(days=36500)
 
 
 class Settings(BaseSettings):
@@ -108,6 +116,13 @@ class Settings(BaseSettings):
     # How often queue depth and consumer count are read from the broker for the gauges.
     metrics_interval_s: float = Field(default=5.0, gt=0)
 
+    # Events whose own timestamp is older than this are deleted by the worker, a batch of
+    # retention_batch per transaction, looked for every retention_interval_s; unset keeps
+    # everything. Their keys stay seen for good: a replay is still a duplicate.
+    retention: str | None = None
+    retention_batch: int = Field(default=1000, ge=1, le=100_000)
+    retention_interval_s: float = Field(default=60.0, gt=0)
+
     log_level: str = "INFO"
 
     @field_validator("amqp_url")
@@ -120,6 +135,19 @@ class Settings(BaseSettings):
             if not url.startswith(("amqp://", "amqps://")):
                 raise ValueError(f"AGG_AMQP_URL: {url.split('@')[-1]!r} is not an amqp:// URL")
         return ",".join(urls)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parse_duration(value)
+        return value
+
+    @property
+    def retention_period(self) -> timedelta | None:
+        """AGG_RETENTION as a duration; None keeps everything."""
+        return None if self.retention is None else parse_duration(self.retention)
 
     def as_environment(self) -> dict[str, str]:
         """The ``AGG_*`` variables that make another process read exactly these settings."""
@@ -189,3 +217,16 @@ def load_settings() -> Settings:
             message = error["msg"].removeprefix("Value error, ").removeprefix(f"{name}: ")
             problems.append(f"{name}: {message}")
         raise SettingsError("; ".join(problems)) from None
+
+
+def parse_duration(text: str) -> timedelta:
+    """AGG_RETENTION's value as a duration; ValueError naming the variable for anything but a
+    whole number of s, m, h or d (at most a century)."""
+    match = _DURATION.fullmatch(text)
+    period = None if match is None else timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+    if period is None or period > MAX_RETENTION:
+        raise ValueError(
+            "AGG_RETENTION must be a whole number followed by s, m, h or d, at most 36500d"
+            f" (e.g. 30d, 12h, 90m), not {text!r}"
+        )
+    return period

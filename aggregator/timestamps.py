@@ -1,9 +1,18 @@
-"""Event timestamps the ingest formats make: RFC 3339 in UTC, with the precision they came with.
+"""Event timestamps, both ways: written from integers, and read back as one comparable number.
 
-``datetime`` keeps microseconds, OTLP sends nanoseconds, so the text is written here from the
-integers, never through a ``datetime``'s fraction: ``1764000000123456789`` nanoseconds is
+Writing (the ingest formats): RFC 3339 in UTC with the precision the source had. ``datetime``
+keeps microseconds, OTLP sends nanoseconds, so the text is written from the integers, never
+through a ``datetime``'s fraction: ``1764000000123456789`` nanoseconds is
 ``2025-11-24T16:00:00.123456789Z``. Every string made here passes the event's own timestamp
 check (``datetime.fromisoformat`` with a timezone).
+
+Reading (queries and retention): microseconds since 1970-01-01T00:00:00Z. An event's
+``timestamp`` is stored as sent, with whatever offset its producer used, so its text does not
+sort in time order ("10:00+02:00" is before "09:00Z"). Both stores keep this number beside it,
+computed here and nowhere else (the inserts and the migrations' backfills alike), so
+``since``/``until`` and retention compare instants, not text. The arithmetic is on integers:
+an instant near year 1 or 9999 whose offset moves it past what ``datetime`` can hold
+(``0001-01-01T00:00:00+01:00``) still has its number.
 """
 
 from __future__ import annotations
@@ -57,3 +66,35 @@ def _from_micros(micros: int) -> str:
 def arrival() -> str:
     """Now, to the microsecond: the timestamp of a record that brings none of its own."""
     return _from_micros(time.time_ns() // 1000)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def utc_micros(timestamp: str) -> int:
+    """The instant an ISO 8601 timestamp with an offset names, in microseconds since the epoch.
+
+    Raises ValueError for text ``datetime.fromisoformat`` cannot read, or without an offset
+    (what the event schema refuses too).
+    """
+    parsed = datetime.fromisoformat(timestamp)
+    offset = parsed.utcoffset()
+    if offset is None:
+        raise ValueError(f"timestamp {timestamp!r} has no timezone")
+    local = parsed.replace(tzinfo=None)
+    return (local - _NAIVE_EPOCH) // _MICROSECOND - offset // _MICROSECOND
+
+
+def utc_micros_or_none(timestamp: str) -> int | None:
+    """:func:`utc_micros`, or None for text it cannot read (rows written before any check)."""
+    try:
+        return utc_micros(timestamp)
+    except (ValueError, TypeError):
+        return None
+
+
+def now_micros() -> int:
+    return (datetime.now(UTC).replace(tzinfo=None) - _NAIVE_EPOCH) // _MICROSECOND

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
@@ -25,12 +25,13 @@ from api.errors import install_handlers
 from api.keys import KeyRing
 from api.limits import ConcurrencyLimit, RateLimiter
 from api.publisher import Publisher
-from api.routes import dead_letters, events, health
+from api.routes import dead_letters, events, health, stats
 from api.routes.docs import add_offline_docs
 from api.routes.ingest import ingest_router
 from api.routes.otlp import otlp_router
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
+from api.strict_query import refuse_unknown_query
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,16 @@ def create_app(settings: Settings) -> FastAPI:
         gauges = asyncio.create_task(
             metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
         )
+        store_gauges = asyncio.create_task(
+            metrics.store.refresh_forever(store, settings.metrics_interval_s)
+        )
         app.state.store, app.state.publisher = store, publisher
         reloads = _reload_keys_on_sighup(keyring)
         try:
             yield
         finally:
             reloads()
+            await stop_task(store_gauges)
             await stop_task(gauges)
             await publisher.close()
             await store.close()
@@ -64,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served from local files instead (api/routes/docs.py)
         redoc_url=None,
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -77,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ingest_router(settings))
     app.include_router(events.router)
     app.include_router(dead_letters.router)
+    app.include_router(stats.router)
     app.include_router(health.router)
     add_offline_docs(app)
     app.add_middleware(

@@ -79,18 +79,31 @@ class Forbidden(Refusal):
     status, reason = 403, "forbidden"
 
 
+class NotFound(Refusal):
+    status, reason = 404, "not_found"
+
+
 class RateLimited(Refusal):
     status, reason = 429, "rate_limited"
 
 
 class BadQuery(Refusal):
-    """A query parameter FastAPI cannot check by its type (a cursor): a 422 in its shape."""
+    """A query parameter FastAPI cannot check by its type (a cursor, a time, a search), or one
+    the route does not take: a 422 in FastAPI's shape, one error per parameter."""
 
     status, reason = 422, "invalid"
 
-    def __init__(self, parameter: str, msg: str, type_: str) -> None:
+    def __init__(self, parameter: str, msg: str, type_: str, *, input_: object = None) -> None:
         super().__init__(msg)
-        self.error = {"loc": ["query", parameter], "msg": msg, "type": type_}
+        error: dict[str, Any] = {"loc": ["query", parameter], "msg": msg, "type": type_}
+        if input_ is not None:
+            error["input"] = input_
+        self.errors = [error]
+
+    def also(self, other: BadQuery) -> BadQuery:
+        """This refusal with the errors of ``other`` after its own."""
+        self.errors += other.errors
+        return self
 
 
 # How a route renders a refusal itself: (request, status, one-line detail, headers) -> response.
@@ -121,7 +134,7 @@ def install_handlers(app: FastAPI, metrics: ApiMetrics) -> None:
     async def refusal(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refusal)
         counted(exc.reason)
-        detail: Any = [exc.error] if isinstance(exc, BadQuery) else str(exc)
+        detail: Any = exc.errors if isinstance(exc, BadQuery) else str(exc)
         return answer(request, exc.status, detail, exc.headers)
 
     async def invalid_body(request: Request, exc: Exception) -> Response:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from aggregator.settings import Settings
 from api.errors import RETRY_AFTER_S
+from api.event_query import TIME_HELP
 from api.schemas import Problem, Readiness, ValidationProblem
 
 JSON = "application/json"
@@ -131,11 +134,66 @@ def publish_responses(settings: Settings) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _unknown_parameter(name: str, takes: str) -> dict[str, Any]:
+    return field_error(
+        ["query", name],
+        f"unknown query parameter; this route takes {takes}",
+        "extra_forbidden",
+        input="1",
+    )
+
+
+# Every GET route refuses a query parameter it does not take (api/strict_query.py). The schema
+# is named, not given as a model: FastAPI would file a model under the route's own media type,
+# text/plain for /metrics. (ValidationProblem is in the document through /events and /publish.)
+UNKNOWN_PARAMETER_RESPONSE: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "a query parameter this route does not take",
+        "content": {
+            JSON: {
+                "schema": {"$ref": "#/components/schemas/ValidationProblem"},
+                **json_examples(unknown_parameter={"detail": [_unknown_parameter("x", "none")]})[
+                    JSON
+                ],
+            }
+        },
+    }
+}
+
+_EVENTS_PARAMETERS = "after, limit, order, q, since, source, topic, until"
+
+_STORED = {
+    "topic": "auth.login",
+    "event_id": "e-1",
+    "timestamp": "2026-11-24T10:00:00Z",
+    "source": "svc-a",
+    "payload": {"user": "alice"},
+    "processed_at": "2026-11-24T10:00:00.123456Z",
+    "publisher": None,
+}
+
+NDJSON_EXAMPLE = "".join(
+    orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE).decode()
+    for event in (_STORED, {**_STORED, "event_id": "e-2", "payload": {"user": "bob"}})
+)
+
 EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a page (JSON), or with `Accept: application/x-ndjson` every matching"
+        " event, one JSON object (a `StoredEventOut`) per line",
+        "content": {
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one StoredEventOut per line"},
+                "examples": {"two_events": {"value": NDJSON_EXAMPLE}},
+            }
+        },
+    },
     **AUTH_RESPONSES,
     422: {
         "model": ValidationProblem,
-        "description": "`limit` outside 1-1000 or not a number, or `after` not a cursor",
+        "description": "`limit` outside 1-1000 or not a number, `after` not a cursor, a time"
+        " without a timezone, `until` not after `since`, a `q` with nothing to find, an"
+        " unknown `order`, or a parameter this route does not take",
         "content": json_examples(
             limit_out_of_range={
                 "detail": [
@@ -151,12 +209,42 @@ EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
             not_a_cursor={
                 "detail": [field_error(["query", "after"], "not a valid cursor", "cursor")]
             },
+            not_a_time={
+                "detail": [
+                    field_error(["query", "since"], TIME_HELP, "datetime", input="yesterday")
+                ]
+            },
+            nothing_to_find={
+                "detail": [
+                    field_error(
+                        ["query", "q"],
+                        "each part of q needs a word to find, not only words to exclude ('-word')",
+                        "search",
+                        input="-debug",
+                    )
+                ]
+            },
+            unknown_parameter={
+                "detail": [
+                    {**_unknown_parameter("sinse", _EVENTS_PARAMETERS), "input": "2026-11-24"}
+                ]
+            },
         ),
     },
 }
 
+EVENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: problem_response(
+        "no event of that topic and id is stored",
+        unknown={"detail": "no event 'e-404' of topic 'auth.login' is stored"},
+    ),
+    **UNKNOWN_PARAMETER_RESPONSE,
+}
+
 READYZ_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": json_examples(ready={"broker": "ok", "store": "ok"})},
+    **UNKNOWN_PARAMETER_RESPONSE,
     503: {
         "model": Readiness,
         "description": "the broker or the store does not answer",

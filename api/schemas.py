@@ -132,7 +132,9 @@ class EventsPage(BaseModel):
         }
     )
 
-    events: list[StoredEventOut] = Field(description="unique events in processing order")
+    events: list[StoredEventOut] = Field(
+        description="stored events, in processing order (`order=desc`: newest first)"
+    )
     next: str | None = Field(
         description="the `after` cursor of the following page; null exactly when none follows"
     )
@@ -148,6 +150,9 @@ class StatsOut(BaseModel):
                     "duplicate_dropped": 1,
                     "dead_lettered": 0,
                     "topics": {"auth.login": 3, "orders.created": 1},
+                    "expired": 1,
+                    "stored_events": 3,
+                    "store_bytes": 4198400,
                     "uptime_s": 12.345,
                 }
             ]
@@ -160,7 +165,19 @@ class StatsOut(BaseModel):
         ge=0, description="deliveries whose (topic, event_id) was stored"
     )
     dead_lettered: int = Field(ge=0, description="poison messages moved to the dead-letter queue")
-    topics: dict[str, int] = Field(description="unique events per topic")
+    topics: dict[str, int] = Field(
+        description="events stored per topic, ever (like unique_processed, retention does not"
+        " take them off)"
+    )
+    expired: int = Field(ge=0, description="events deleted by retention (AGG_RETENTION)")
+    stored_events: int = Field(
+        ge=0, description="events the store holds now: unique_processed - expired"
+    )
+    store_bytes: int = Field(
+        ge=0,
+        description="the store's size on disk: the SQLite file (pages freed by retention stay"
+        " in it, reused), or PostgreSQL's tables with their indexes",
+    )
     uptime_s: float = Field(ge=0, description="seconds since this API process started")
 
 

@@ -289,6 +289,7 @@ async def test_every_route_documents_a_response_model(tmp_path: Path) -> None:
     expected = {
         ("POST", "/publish"),
         ("GET", "/events"),
+        ("GET", "/events/{topic}/{event_id}"),
         ("GET", "/stats"),
         ("GET", "/healthz"),
         ("GET", "/readyz"),
@@ -314,6 +315,26 @@ async def test_every_route_documents_a_response_model(tmp_path: Path) -> None:
     limit = next(p for p in events["parameters"] if p["name"] == "limit")
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
     assert _examples(events["responses"]["422"])
+
+
+async def test_the_read_routes_document_each_parameter_and_the_export(tmp_path: Path) -> None:
+    paths = (await _document(tmp_path))["paths"]
+    events = paths["/events"]["get"]
+    names = {p["name"]: p for p in events["parameters"]}
+    assert set(names) == {"topic", "source", "since", "until", "q", "order", "limit", "after"}
+    for name, parameter in names.items():
+        assert parameter["description"], name
+        assert parameter["schema"].get("examples"), name
+    assert names["order"]["schema"]["enum"] == ["asc", "desc"]
+    assert set(events["responses"]["200"]["content"]) == {
+        "application/json",
+        "application/x-ndjson",
+    }
+    one = paths["/events/{topic}/{event_id}"]["get"]
+    assert {"200", "404", "422"} <= set(one["responses"])
+    for path, item in paths.items():
+        if "get" in item:
+            assert "422" in item["get"]["responses"], f"GET {path} documents no 422"
 
 
 def _examples_and_schemas(document: dict[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:

@@ -20,9 +20,10 @@ from aggregator.errors import RowRefused, StoreUnavailable
 from aggregator.events import Event
 from aggregator.metrics import WorkerMetrics
 from aggregator.store import (
+    EVERYTHING,
     PAGE_BYTES,
-    START,
     DedupStore,
+    EventQuery,
     Position,
     PostgresStore,
     SqliteStore,
@@ -89,14 +90,20 @@ class Faulty:
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
         return await self.store.events_after(
-            after=after, limit=limit, topic=topic, max_bytes=max_bytes
+            query=query, after=after, limit=limit, max_bytes=max_bytes
         )
+
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        return await self.store.get_event(topic, event_id)
+
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        return await self.store.delete_expired(before_us, limit)
 
 
 @pytest.fixture

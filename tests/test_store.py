@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import RowRefused, StoreUnavailable
-from aggregator.store import START, DedupStore, SqliteStore
-from aggregator.store.sqlite import translate
-from aggregator.store.sqlite_schema import STEPS
+from aggregator.store import START, DedupStore, EventQuery, SqliteStore, sqlite_schema
+from aggregator.store.sqlite_errors import translate
+from aggregator.store.sqlite_schema import STEPS, FTS5Missing
 from tests.support.stores import StoreFactory, make_event
 
 
@@ -85,12 +85,12 @@ async def test_paging_in_processing_order_with_topic_filter(store: DedupStore) -
         after = page[-1].position
     assert seen == [f"e{i:02}" for i in range(25)]
 
-    odd, more = await store.events_after(limit=100, topic="odd")
+    odd, more = await store.events_after(limit=100, query=EventQuery(topic="odd"))
     assert [e.event_id for e in odd] == [f"e{i:02}" for i in range(1, 25, 2)]
     assert more is False
     exact, more = await store.events_after(limit=25)
     assert len(exact) == 25 and more is False
-    empty, more = await store.events_after(limit=10, topic="none")
+    empty, more = await store.events_after(limit=10, query=EventQuery(topic="none"))
     assert empty == [] and more is False
 
 
@@ -248,8 +248,10 @@ async def test_a_deleted_file_is_unavailable_and_a_restored_one_is_used(tmp_path
 async def test_a_store_of_the_first_release_is_brought_up_to_date(tmp_path: Path) -> None:
     """A file made before the schema had a version: its events stay, the publisher is added."""
     path = tmp_path / "old.db"
+    first_release = STEPS[0]
+    assert isinstance(first_release, str)
     with sqlite3.connect(path) as old:
-        old.executescript(STEPS[0])
+        old.executescript(first_release)
         old.execute(
             "INSERT INTO events (topic, event_id, timestamp, source, payload, processed_at)"
             " VALUES ('t', 'old', '2026-11-24T10:00:00Z', 's', '{}', '2026-11-24T10:00:01Z')"
@@ -264,3 +266,11 @@ async def test_a_store_of_the_first_release_is_brought_up_to_date(tmp_path: Path
         await store.close()
     with sqlite3.connect(path) as migrated:
         assert migrated.execute("PRAGMA user_version").fetchone() == (len(STEPS),)
+
+
+async def test_a_sqlite_without_fts5_is_refused_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_schema, "FTS5_OPTION", "ENABLE_SOMETHING_ABSENT")
+    with pytest.raises(FTS5Missing, match="needs FTS5 .* or the PostgreSQL store"):
+        await SqliteStore.open(tmp_path / "agg.db")

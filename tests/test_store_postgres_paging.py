@@ -4,6 +4,8 @@ A reader that keeps its place by a row number can miss a row: a transaction take
 another takes 6 and commits, the reader returns 6 and moves past it, then 5 commits behind
 the reader's back. The store's positions are (writing transaction, place in batch), and a
 page holds only rows of transactions below its snapshot's xmin, every one of them ended.
+Newest first, a reader starts below that horizon and moves down, where nothing can commit any
+more.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 
 import asyncpg
 
-from aggregator.store import START, DedupStore, Position, PostgresStore, StoredEvent
+from aggregator.store import START, DedupStore, EventQuery, Position, PostgresStore, StoredEvent
 from aggregator.store.base import utc_now
 from tests.support.stores import make_event
 from tests.support.waiting import eventually
@@ -121,6 +123,46 @@ async def test_a_reader_paging_beside_concurrent_writers_sees_every_row_once(
         assert set(keys) == expected, f"{len(expected - set(keys))} events were skipped"
         positions = [e.position for e in seen]
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    finally:
+        for store in [*writers, reader]:
+            await store.close()
+
+
+async def test_newest_first_beside_concurrent_writers_skips_nothing_below_its_start(
+    pg_url: str,
+) -> None:
+    writers = [await PostgresStore.open(pg_url) for _ in range(WRITERS)]
+    reader = await PostgresStore.open(pg_url)
+    newest_first = EventQuery(newest_first=True)
+    try:
+        await writers[0].store_events([make_event(f"before-{n}") for n in range(300)])
+
+        async def write(index: int) -> None:
+            for batch in range(BATCHES_PER_WRITER):
+                size = 200 if batch % 3 == 0 else 2
+                await writers[index].store_events(
+                    [make_event(f"w{index}-{batch}-{n}") for n in range(size)]
+                )
+
+        writing = asyncio.gather(*(write(i) for i in range(WRITERS)))
+        seen: list[StoredEvent] = []
+        page, more = await reader.events_after(query=newest_first, limit=25)
+        seen += page
+        while more:
+            page, more = await reader.events_after(
+                query=newest_first, after=seen[-1].position, limit=25
+            )
+            seen += page
+        await writing
+        positions = [e.position for e in seen]
+        assert positions == sorted(positions, reverse=True), "out of order or repeated"
+        assert len(set(positions)) == len(positions)
+        # Everything at or below where the reader started is there now, and it saw all of it:
+        # nothing committed later landed below its first page.
+        everything = await read_from(reader, START)
+        below_start = {e.position for e in everything if e.position <= positions[0]}
+        assert set(positions) == below_start
+        assert {f"before-{n}" for n in range(300)} <= {e.event_id for e in seen}
     finally:
         for store in [*writers, reader]:
             await store.close()

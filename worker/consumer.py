@@ -40,6 +40,7 @@ from worker.batching import next_batch
 from worker.dead_lettering import dead_letter
 from worker.drain import watch_drain
 from worker.processing import Abandoned, BatchProcessor
+from worker.retention import start_retention
 from worker.settlement import Decided, Verdict, settle
 from worker.summary import ActivitySummary
 
@@ -58,6 +59,7 @@ class Consumer:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._store = store
         self.metrics = metrics or WorkerMetrics()
         self._processor = BatchProcessor(
             store, max_event_bytes=settings.max_event_bytes, metrics=self.metrics
@@ -120,9 +122,10 @@ class Consumer:
                 assert self._topology is not None
                 watch = watch_drain(self, self._topology.queue, self._stopping, self.stop)
                 tasks.append(asyncio.create_task(watch, name="drain-watch"))
-            else:  # a drain run serves no metrics, so it reads no gauges either
+            else:  # a drain run serves no metrics (no gauges), and leaves retention to workers
                 gauges = self.metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
                 tasks.append(asyncio.create_task(gauges, name="queue-gauges"))
+                tasks += start_retention(settings, self._store, self.metrics)
             await self._batch_loop()
         finally:
             self._summary.flush()

@@ -6,9 +6,11 @@ from pathlib import Path
 
 from aggregator.settings import Settings, store_target
 from aggregator.store.base import (
+    EVERYTHING,
     PAGE_BYTES,
     START,
     DedupStore,
+    EventQuery,
     Position,
     Stats,
     StoredEvent,
@@ -18,9 +20,11 @@ from aggregator.store.postgres import PostgresStore
 from aggregator.store.sqlite import SqliteStore
 
 __all__ = [
+    "EVERYTHING",
     "PAGE_BYTES",
     "START",
     "DedupStore",
+    "EventQuery",
     "Position",
     "PostgresStore",
     "SqliteStore",

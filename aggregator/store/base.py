@@ -1,7 +1,9 @@
 """What a store is: the interface the API and the worker use, and the values it returns.
 
-A store keeps each event once, keyed by ``(topic, event_id)``: the row *is* the dedup record. It
-moves the counters in the same transaction as the rows, and it speaks only the project's own
+A store keeps each event once, keyed by ``(topic, event_id)``, and a 16-byte digest of every key
+it ever stored (:func:`key_digest`): that is the dedup record, and it stays when retention
+deletes the event, so a late replay is still a duplicate. It writes the digests and moves the
+counters in the same transaction as the rows, and it speaks only the project's own
 exceptions (:class:`~aggregator.errors.StoreUnavailable` when it fails for everything,
 :class:`~aggregator.errors.RowRefused` when it refuses rows of their own accord), so the code
 that decides what to do with a failure imports no driver.
@@ -9,6 +11,7 @@ that decides what to do with a failure imports no driver.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,27 @@ START: Position = (0, 0)
 
 
 @dataclass(frozen=True)
+class EventQuery:
+    """Which events a read returns, and in which order. Every filter is optional; they combine.
+
+    ``since_us``/``until_us`` bound the event's own timestamp (microseconds since the epoch,
+    :mod:`aggregator.timestamps`): ``since_us <= t < until_us``. ``text`` is ``q`` as typed, in
+    the syntax of :mod:`aggregator.store.search` (parse it first: a store may raise
+    SearchSyntaxError). Newest first, positions go down; otherwise up.
+    """
+
+    topic: str | None = None
+    source: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    text: str | None = None
+    newest_first: bool = False
+
+
+EVERYTHING = EventQuery()
+
+
+@dataclass(frozen=True)
 class StoreResult:
     """What one batch did: the events newly stored and the ones that were duplicates."""
 
@@ -46,7 +70,13 @@ class Stats:
     unique_processed: int
     duplicate_dropped: int
     dead_lettered: int
+    # Events stored per topic, ever (like unique_processed: retention does not take them off).
     topics: dict[str, int] = field(default_factory=dict)
+    # Events deleted by retention (AGG_RETENTION); unique_processed - expired are stored now.
+    expired: int = 0
+    # What the store holds now: its events, and its size on disk (see each store's stats()).
+    stored_events: int = 0
+    store_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,17 +125,40 @@ class DedupStore(Protocol):
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        """Up to ``limit`` events after position ``after`` in processing order, and if more follow.
+        """Up to ``limit`` events matching ``query`` past position ``after``, and if more follow.
 
-        The page also ends once its payloads pass ``max_bytes`` (after one event at least). An
-        event never appears before a position a reader was already given: paging on from the
-        last event's ``position`` misses none, whatever is being written meanwhile.
+        Past means after in processing order, or before it when ``query.newest_first``; no
+        ``after`` starts at the oldest event (the newest, newest first). The page also ends once
+        its payloads pass ``max_bytes`` (after one event at least). Paging on from the last
+        event's ``position`` misses none and repeats none, whatever is being written meanwhile:
+        an event never commits at a position a reader has already passed, either way.
         """
+
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        """The stored event of that key; None if none is (never stored, or expired)."""
+
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        """Delete up to ``limit`` of the events whose timestamp is before ``before_us``, oldest
+        first, in one short transaction, counting them in ``expired``; how many went.
+
+        Their keys stay seen: a later delivery of one of them is a duplicate.
+        """
+
+
+def key_digest(topic: str, event_id: str) -> bytes:
+    """The 16 bytes the store keeps of every key it ever stored, for good: what dedup checks.
+
+    Topics cannot hold a NUL (they are AMQP routing keys of letters, digits and ``._-``), so
+    ``topic NUL event_id`` names one key. 128 bits: two keys of a billion events share a digest
+    with a chance of about 1 in 10^20.
+    """
+    text = f"{topic}\0{event_id}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def canary_event() -> Event:

@@ -27,16 +27,19 @@ from aggregator.errors import StoreUnavailable
 from aggregator.events import Event
 from aggregator.store import postgres_sql as sql
 from aggregator.store.base import (
+    EVERYTHING,
     PAGE_BYTES,
-    START,
+    EventQuery,
     Position,
     Stats,
     StoredEvent,
     StoreResult,
     canary_event,
+    key_digest,
 )
 from aggregator.store.postgres_errors import DRIVER_ERRORS, translate
 from aggregator.store.postgres_schema import ServerTooOld, migrate
+from aggregator.timestamps import utc_micros
 from aggregator.urls import redacted
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ CLOSE_TIMEOUT_S = 5.0
 PAGE_FETCH_ROWS = 16
 
 _CLOSE_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *DRIVER_ERRORS)
-_COUNTERS = ("received", "unique_processed", "duplicate_dropped", "dead_lettered")
+_COUNTERS = ("received", "unique_processed", "duplicate_dropped", "dead_lettered", "expired")
 
 
 class PostgresStore:
@@ -130,7 +133,9 @@ class PostgresStore:
             else:
                 first[event.key] = event
         place = {key: index for index, key in enumerate(first)}
-        keys = sorted(first)
+        # Sorted by digest: the order in which concurrent batches take seen_keys's index.
+        digests = sorted((key_digest(*key), key) for key in first)
+        keys = [key for _, key in digests]
         batch = [first[key] for key in keys]
         rows = await connection.fetch(
             sql.STORE_BATCH,
@@ -143,6 +148,8 @@ class PostgresStore:
             [place[key] for key in keys],
             len(events),
             [e.publisher for e in batch],
+            [digest for digest, _ in digests],
+            [utc_micros(e.timestamp) for e in batch],
         )
         new = {(str(row[0]), str(row[1])) for row in rows}
         stored = [event for key, event in first.items() if key in new]
@@ -153,12 +160,18 @@ class PostgresStore:
         async with self._connection() as connection:
             await connection.execute(sql.ADD_COUNTER, self._slot, "dead_lettered", count)
 
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        async with self._connection() as connection:
+            deleted = await connection.fetchval(sql.DELETE_EXPIRED, self._slot, before_us, limit)
+        return int(deleted)
+
     async def stats(self) -> Stats:
         async with self._connection() as connection:
             # One snapshot for both: a batch committing in between is in both sums or neither.
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 rows = await connection.fetch(sql.COUNTER_SUMS)
                 topics = await connection.fetch(sql.TOPIC_SUMS)
+                size = await connection.fetchval(sql.STORE_BYTES)
         counters = dict.fromkeys(_COUNTERS, 0) | {str(r[0]): int(r[1]) for r in rows}
         return Stats(
             received=counters["received"],
@@ -166,45 +179,41 @@ class PostgresStore:
             duplicate_dropped=counters["duplicate_dropped"],
             dead_lettered=counters["dead_lettered"],
             topics={str(r[0]): int(r[1]) for r in topics},
+            expired=counters["expired"],
+            # From the counters, which move with the rows: count(*) reads the whole table.
+            stored_events=counters["unique_processed"] - counters["expired"],
+            store_bytes=int(size),
         )
+
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        async with self._connection() as connection:
+            row = await connection.fetchrow(sql.GET_EVENT, topic, event_id)
+        return None if row is None else _stored_event(row)
 
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        query = sql.PAGE.format(topic="" if topic is None else "AND topic = $5")
-        parameters: list[object] = [str(after[0]), after[1]]
         page: list[StoredEvent] = []
         size = 0
         async with (
             self._connection() as connection,
             connection.transaction(isolation="read_committed", readonly=True),
         ):
-            horizon = await connection.fetchval(sql.HORIZON)
-            parameters += [horizon, limit + 1, *([] if topic is None else [topic])]
+            horizon = str(await connection.fetchval(sql.HORIZON))
+            statement, parameters = sql.page_query(query, after, horizon, limit + 1)
             # A few rows per round trip, so a page of large events stops at max_bytes without
             # having read the rest.
-            async for row in connection.cursor(query, *parameters, prefetch=PAGE_FETCH_ROWS):
+            async for row in connection.cursor(statement, *parameters, prefetch=PAGE_FETCH_ROWS):
                 if len(page) == limit or (page and size >= max_bytes):
                     return page, True
-                payload = str(row[6]).encode()
-                size += len(payload)
-                page.append(
-                    StoredEvent(
-                        position=(int(row[0]), int(row[1])),
-                        topic=str(row[2]),
-                        event_id=str(row[3]),
-                        timestamp=str(row[4]),
-                        source=str(row[5]),
-                        payload_json=payload,
-                        processed_at=_utc_text(row[7]),
-                        publisher=None if row[8] is None else str(row[8]),
-                    )
-                )
+                event = _stored_event(row)
+                size += len(event.payload_json)
+                page.append(event)
         return page, False
 
     @asynccontextmanager
@@ -263,6 +272,20 @@ async def _open_pool(url: str, pool_size: int) -> asyncpg.Pool[Record]:
             raise translate(exc) from exc
         raise
     return pool
+
+
+def _stored_event(row: Record) -> StoredEvent:
+    """A row of the columns of postgres_sql's reads as the store returns it."""
+    return StoredEvent(
+        position=(int(row[0]), int(row[1])),
+        topic=str(row[2]),
+        event_id=str(row[3]),
+        timestamp=str(row[4]),
+        source=str(row[5]),
+        payload_json=str(row[6]).encode(),
+        processed_at=_utc_text(row[7]),
+        publisher=None if row[8] is None else str(row[8]),
+    )
 
 
 def _utc_text(value: datetime) -> str:

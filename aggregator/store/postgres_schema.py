@@ -9,13 +9,21 @@ then find nothing left to do. A step is never edited once released: a change is 
 from __future__ import annotations
 
 import logging
-
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 from aggregator.errors import StoreUnavailable
+from aggregator.store.postgres_backfill import (
+    MIGRATION_TIMEOUT_S,
+    Connection,
+    find_events,
+    keep_keys,
+)
 
 log = logging.getLogger(__name__)
+
+# A step is SQL, or, where rows need Python to fill a column, a function of the connection.
+Step: TypeAlias = "str | Callable[[Connection], Awaitable[None]]"
 
 # pg_advisory_xact_lock's key for this schema's migrations (b"aggrschm"): any constant
 # unlikely to be used by another application on the same database.
@@ -24,7 +32,7 @@ MIGRATION_LOCK = int.from_bytes(b"aggrschm", "big", signed=True)
 # xid8 and pg_current_xact_id() came with PostgreSQL 13.
 MIN_SERVER_VERSION = 13
 
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[Step, ...] = (
     # 1. The events (each row is the dedup record of its key) and the counters.
     #
     # (tx, batch_index) is the processing order: the id of the transaction that wrote the row,
@@ -66,6 +74,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2. Who published each event: the API key's name (NULL without keys, or over AMQP).
     "ALTER TABLE events ADD COLUMN publisher text",
+    # 3. Finding events: the timestamp as an instant, indexes for source, time and full text
+    # (postgres_backfill.py).
+    find_events,
+    # 4. Keeping keys for good: seen_keys, the digest of every key ever stored, is the dedup
+    # record from now on (retention deletes events, not keys).
+    keep_keys,
 )
 
 
@@ -81,9 +95,7 @@ CREATE TABLE schema_version (
 """
 
 
-async def migrate(
-    connection: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record],
-) -> int:
+async def migrate(connection: Connection) -> int:
     """Bring the schema up to date; the version it is at afterwards.
 
     Raises the driver's errors as they come (the store translates them), or ServerTooOld.
@@ -102,7 +114,10 @@ async def migrate(
             await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
         )
         for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
-            await connection.execute(step)
+            if isinstance(step, str):
+                await connection.execute(step, timeout=MIGRATION_TIMEOUT_S)
+            else:
+                await step(connection)
             await connection.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
             log.info("PostgreSQL store: applied schema step %d", number)
     if current > len(MIGRATIONS):

@@ -1,17 +1,17 @@
-"""The SQLite store, the embedded default. All of its SQL lives here.
+"""The SQLite store, the embedded default.
 
 One file in WAL mode: the worker writes, the API reads, several workers on one host take turns on
 the write lock. The file is watched: deleted or replaced under a running process, it is "store
-unavailable" (loudly) rather than a place to commit into the void.
+unavailable" (loudly) rather than a place to commit into the void. Its statements are
+:mod:`.sqlite_sql`, its schema :mod:`.sqlite_schema`, opening the file :mod:`.sqlite_connection`,
+the error translation :mod:`.sqlite_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,107 +19,28 @@ from typing import Self
 
 import aiosqlite
 
-from aggregator.errors import RowRefused, StoreError, StoreUnavailable
+from aggregator.errors import StoreUnavailable
 from aggregator.events import Event
+from aggregator.store import sqlite_sql as sql
 from aggregator.store.base import (
+    EVERYTHING,
     PAGE_BYTES,
-    START,
+    EventQuery,
     Position,
     Stats,
     StoredEvent,
     StoreResult,
     canary_event,
+    key_digest,
     utc_now,
 )
-from aggregator.store.sqlite_schema import migrate
+from aggregator.store.sqlite_connection import connect, identity
+from aggregator.store.sqlite_errors import translate
+from aggregator.timestamps import utc_micros
+
+__all__ = ["SqliteStore", "translate"]
 
 log = logging.getLogger(__name__)
-
-_MAX_SEQ = 2**63 - 1
-_BUMP_COUNTER = "UPDATE counters SET value = value + ? WHERE name = ?"
-_COLUMNS = "seq, topic, event_id, timestamp, source, payload, processed_at, publisher"
-
-# Failures of the store as a whole (SQLite's primary result codes): wait and retry. Anything
-# else SQLite raises is about the statement's rows (a constraint, a type, a size).
-_UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_NOMEM,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_INTERRUPT,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_CORRUPT,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PROTOCOL,
-        sqlite3.SQLITE_NOTADB,
-    }
-)
-
-
-def translate(exc: sqlite3.Error) -> StoreError:
-    """The project's exception for a driver error: unavailable, or a row refused."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        # No result code: the connection or the module itself failed (closed, misuse).
-        return StoreUnavailable(f"SQLite: {exc!r}")
-    if code & 0xFF in _UNAVAILABLE_CODES:
-        return StoreUnavailable(f"SQLite: {exc} ({getattr(exc, 'sqlite_errorname', code)})")
-    return RowRefused(f"SQLite refused the rows: {exc} ({getattr(exc, 'sqlite_errorname', code)})")
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (status.st_dev, status.st_ino)
-
-
-async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
-    connection = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        await _use_wal(connection, path, busy_timeout_ms)
-        # FULL: a commit is on disk before the worker acks, even across a power loss.
-        await connection.execute("PRAGMA synchronous = FULL")
-        await migrate(connection)
-    except BaseException:
-        await connection.close()
-        raise
-    return connection
-
-
-async def _use_wal(connection: aiosqlite.Connection, path: Path, busy_timeout_ms: int) -> None:
-    """Put the file in WAL mode (it stays so: only a new file changes), waiting out others.
-
-    Leaving the rollback journal needs every other connection off the file, and SQLite answers
-    that "database is locked" at once instead of waiting on the busy timeout; so several
-    processes opening a new store together (``--workers N``, or containers on a fresh volume)
-    would fail at random. This waits for its turn here, within the same bound.
-    """
-    deadline = time.monotonic() + busy_timeout_ms / 1000
-    pause = 0.005
-    while True:
-        try:
-            rows = await connection.execute_fetchall("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() >= deadline:
-                raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.1)
-            continue
-        mode = str(next(iter(rows))[0]).lower()
-        if mode != "wal":
-            # Readers beside one writer, and so several processes on one file, rest on WAL.
-            raise sqlite3.OperationalError(f"{path}: SQLite kept journal_mode={mode}, not WAL")
-        return
 
 
 class SqliteStore:
@@ -129,7 +50,7 @@ class SqliteStore:
         self._db = connection
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._identity = _identity(path)
+        self._identity = identity(path)
         # One connection runs one transaction at a time; concurrent callers (API requests, or
         # overlapping batches) take turns instead of nesting BEGINs.
         self._transaction = asyncio.Lock()
@@ -138,7 +59,7 @@ class SqliteStore:
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> Self:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = await _connect(path, busy_timeout_ms)
+            connection = await connect(path, busy_timeout_ms)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         return cls(connection, path, busy_timeout_ms)
@@ -168,21 +89,21 @@ class SqliteStore:
                 duplicates.append(event)
             else:
                 first[event.key] = event
-        # Under BEGIN IMMEDIATE this connection is the only writer, so the rows read here cannot
-        # change before the insert below.
-        existing = await self._existing_keys(list(first))
-        stored = [event for key, event in first.items() if key not in existing]
-        duplicates.extend(event for key, event in first.items() if key in existing)
+        # Under BEGIN IMMEDIATE this connection is the only writer: the keys claimed here are
+        # this batch's until it commits or rolls back.
+        digests = {key: key_digest(*key) for key in first}
+        new = await self._claim(list(digests.values()))
+        stored = [event for key, event in first.items() if digests[key] in new]
+        duplicates.extend(event for key, event in first.items() if digests[key] not in new)
         processed_at = utc_now()
         await self._db.executemany(
-            "INSERT INTO events"
-            " (topic, event_id, timestamp, source, payload, processed_at, publisher)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            sql.INSERT_EVENT,
             [
                 (
                     e.topic,
                     e.event_id,
                     e.timestamp,
+                    utc_micros(e.timestamp),
                     e.source,
                     e.payload_json.decode(),
                     processed_at,
@@ -194,14 +115,9 @@ class SqliteStore:
         per_topic: dict[str, int] = {}
         for event in stored:
             per_topic[event.topic] = per_topic.get(event.topic, 0) + 1
+        await self._db.executemany(sql.BUMP_TOPIC, list(per_topic.items()))
         await self._db.executemany(
-            "INSERT INTO topic_counts (topic, unique_count) VALUES (?, ?)"
-            " ON CONFLICT (topic)"
-            " DO UPDATE SET unique_count = unique_count + excluded.unique_count",
-            list(per_topic.items()),
-        )
-        await self._db.executemany(
-            _BUMP_COUNTER,
+            sql.BUMP_COUNTER,
             [
                 (len(events), "received"),
                 (len(stored), "unique_processed"),
@@ -210,22 +126,25 @@ class SqliteStore:
         )
         return StoreResult(stored, duplicates)
 
-    async def _existing_keys(self, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        existing: set[tuple[str, str]] = set()
-        # Bound the number of SQL variables per statement well below SQLite's limit.
-        for start in range(0, len(keys), 4000):
-            chunk = keys[start : start + 4000]
-            values = ",".join("(?, ?)" for _ in chunk)
-            rows = await self._db.execute_fetchall(
-                f"SELECT topic, event_id FROM events WHERE (topic, event_id) IN (VALUES {values})",
-                [part for key in chunk for part in key],
-            )
-            existing.update((str(row[0]), str(row[1])) for row in rows)
-        return existing
+    async def _claim(self, digests: list[bytes]) -> set[bytes]:
+        """Record the key digests; the ones not seen before (one statement per 4,000 keys)."""
+        new: set[bytes] = set()
+        for start in range(0, len(digests), sql.MAX_VARIABLES):
+            chunk = digests[start : start + sql.MAX_VARIABLES]
+            rows = await self._db.execute_fetchall(sql.claim_keys(len(chunk)), chunk)
+            new.update(bytes(row[0]) for row in rows)
+        return new
 
     async def add_dead_lettered(self, count: int) -> None:
         async with self._write(commit=True):
-            await self._db.execute(_BUMP_COUNTER, (count, "dead_lettered"))
+            await self._db.execute(sql.BUMP_COUNTER, (count, "dead_lettered"))
+
+    async def delete_expired(self, before_us: int, limit: int) -> int:
+        async with self._write(commit=True):
+            cursor = await self._db.execute(sql.DELETE_EXPIRED, (before_us, limit))
+            deleted = max(cursor.rowcount, 0)
+            await self._db.execute(sql.BUMP_COUNTER, (deleted, "expired"))
+        return deleted
 
     async def stats(self) -> Stats:
         # One read transaction: the counters and topic counts come from the same snapshot.
@@ -237,57 +156,54 @@ class SqliteStore:
                 topics = await self._db.execute_fetchall(
                     "SELECT topic, unique_count FROM topic_counts ORDER BY topic"
                 )
+                pages = await self._db.execute_fetchall(
+                    "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size"
+                )
             finally:
                 await self._db.execute("COMMIT")
         return Stats(
-            received=int(counters["received"]),
-            unique_processed=int(counters["unique_processed"]),
-            duplicate_dropped=int(counters["duplicate_dropped"]),
-            dead_lettered=int(counters["dead_lettered"]),
+            received=counters["received"],
+            unique_processed=counters["unique_processed"],
+            duplicate_dropped=counters["duplicate_dropped"],
+            dead_lettered=counters["dead_lettered"],
             topics={str(topic): int(count) for topic, count in topics},
+            expired=counters["expired"],
+            # From the counters, which move with the rows: count(*) reads a whole index.
+            stored_events=counters["unique_processed"] - counters["expired"],
+            # The file (not its WAL): pages freed by deletes stay in it, and are reused.
+            store_bytes=int(next(iter(pages))[0]),
         )
+
+    async def get_event(self, topic: str, event_id: str) -> StoredEvent | None:
+        async with self._transaction, self._translated():
+            rows = list(await self._db.execute_fetchall(sql.GET_EVENT, (topic, event_id)))
+        return sql.stored_event(rows[0]) if rows else None
 
     async def events_after(
         self,
         *,
-        after: Position = START,
+        query: EventQuery = EVERYTHING,
+        after: Position | None = None,
         limit: int,
-        topic: str | None = None,
         max_bytes: int = PAGE_BYTES,
     ) -> tuple[list[StoredEvent], bool]:
-        # One writer at a time: row numbers are handed out in commit order, so the first half
-        # of a position is always 0 here. A position of another store's making (a cursor kept
-        # across a change of backend) is past every row number of this one, as it would be.
-        after_seq = after[1] if after[0] == 0 else _MAX_SEQ
-        where = "seq > ?" if topic is None else "topic = ? AND seq > ?"
-        parameters: list[object] = [after_seq] if topic is None else [topic, after_seq]
+        # One writer at a time: row numbers are handed out in commit order, so no row can
+        # commit behind a position already handed out, in either direction (the first half of
+        # a position is always 0 here).
+        statement, parameters = sql.page_query(query, after, limit + 1)
         page: list[StoredEvent] = []
         size = 0
         async with self._transaction, self._translated():
             # Rows are read a few at a time, so a page of large events stops at max_bytes
             # without having read the rest.
-            async with self._db.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY seq LIMIT ?",
-                [*parameters, limit + 1],
-            ) as cursor:
+            async with self._db.execute(statement, parameters) as cursor:
                 cursor.arraysize = 16
                 async for row in cursor:
                     if len(page) == limit or (page and size >= max_bytes):
                         return page, True
-                    payload = str(row[5]).encode()
-                    size += len(payload)
-                    page.append(
-                        StoredEvent(
-                            position=(0, int(row[0])),
-                            topic=str(row[1]),
-                            event_id=str(row[2]),
-                            timestamp=str(row[3]),
-                            source=str(row[4]),
-                            payload_json=payload,
-                            processed_at=str(row[6]),
-                            publisher=None if row[7] is None else str(row[7]),
-                        )
-                    )
+                    event = sql.stored_event(row)
+                    size += len(event.payload_json)
+                    page.append(event)
         return page, False
 
     @asynccontextmanager
@@ -313,7 +229,7 @@ class SqliteStore:
 
     async def _follow_file(self) -> None:
         """Raise StoreUnavailable while the file we opened is gone; reopen a file put back."""
-        now = _identity(self._path)
+        now = identity(self._path)
         if now == self._identity:
             return
         if now is None:
@@ -325,10 +241,10 @@ class SqliteStore:
         # would.
         log.warning("the database file %s was replaced; reopening it", self._path)
         try:
-            connection = await _connect(self._path, self._busy_timeout_ms)
+            connection = await connect(self._path, self._busy_timeout_ms)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
-        old, self._db, self._identity = self._db, connection, _identity(self._path)
+        old, self._db, self._identity = self._db, connection, identity(self._path)
         await old.close()
 
     async def _rollback(self) -> None:

@@ -10,10 +10,27 @@ waits on the busy timeout) and re-read the version under it, so each step runs o
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import aiosqlite
 
+from aggregator.errors import StoreUnavailable
+from aggregator.store.base import key_digest
+from aggregator.timestamps import utc_micros_or_none
+
 log = logging.getLogger(__name__)
+
+# The words of an event FTS5 indexes: the payload's keys and scalar values, decoded (an escaped
+# line break in a JSON string separates two words; in the JSON text it would glue an "n" to the
+# next one), as PostgreSQL's jsonb_to_tsvector(..., '"all"') reads them; and the source, a
+# column of its own. Triggers keep the index in step with the table in the writing transaction
+# itself, whoever writes; a contentless index must be told the words of a deleted row, which
+# this recomputes from the row.
+_SEARCH_WORDS = """(SELECT group_concat(
+    iif(typeof(key) = 'text', key, '') || ' ' ||
+    CASE type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+              WHEN 'object' THEN '' WHEN 'array' THEN '' WHEN 'null' THEN '' ELSE atom END,
+    ' ') FROM json_tree({payload}))"""
 
 # Step 1 is the schema as first released (files of that time have user_version 0).
 _STEP_1 = """
@@ -40,11 +57,53 @@ INSERT OR IGNORE INTO counters (name, value) VALUES
     ('received', 0), ('unique_processed', 0), ('duplicate_dropped', 0), ('dead_lettered', 0);
 """
 
-STEPS: tuple[str, ...] = (
+# 3. Finding events. Existing rows are backfilled by the same Python function the inserts use
+# (agg_utc_micros, registered by migrate()); the triggers and the indexes use SQL alone, so any
+# SQLite client can still write the file.
+_STEP_3 = (
+    # The timestamp as an instant (aggregator/timestamps.py): since/until and retention.
+    "ALTER TABLE events ADD COLUMN timestamp_us INTEGER",
+    "UPDATE events SET timestamp_us = agg_utc_micros(timestamp)",
+    "CREATE INDEX events_timestamp ON events (timestamp_us)",
+    "CREATE INDEX events_source_seq ON events (source, seq)",
+    # Full text over source and payload (q); rowid = seq.
+    "CREATE VIRTUAL TABLE events_search USING fts5"
+    " (source, words, content = '', tokenize = 'unicode61 remove_diacritics 0')",
+    "INSERT INTO events_search (rowid, source, words)"
+    f" SELECT seq, source, {_SEARCH_WORDS.format(payload='payload')} FROM events",
+    "CREATE TRIGGER events_search_insert AFTER INSERT ON events BEGIN"
+    " INSERT INTO events_search (rowid, source, words)"
+    f" VALUES (new.seq, new.source, {_SEARCH_WORDS.format(payload='new.payload')}); END",
+    "CREATE TRIGGER events_search_delete AFTER DELETE ON events BEGIN"
+    " INSERT INTO events_search (events_search, rowid, source, words)"
+    f" VALUES ('delete', old.seq, old.source, {_SEARCH_WORDS.format(payload='old.payload')}); END",
+)
+
+# 4. Keeping events for a while, and their keys for good: the digest of every key ever stored
+# (agg_key_digest, as the inserts compute it) is the dedup record from now on, so it stays when
+# retention deletes the event. And the count of those deletions.
+_STEP_4 = (
+    "CREATE TABLE seen_keys (key BLOB PRIMARY KEY) WITHOUT ROWID",
+    "INSERT OR IGNORE INTO seen_keys (key) SELECT agg_key_digest(topic, event_id) FROM events",
+    "INSERT OR IGNORE INTO counters (name, value) VALUES ('expired', 0)",
+)
+
+# A step is a script (split on ";") or, when a statement holds a ";" itself, its statements.
+STEPS: tuple[str | tuple[str, ...], ...] = (
     _STEP_1,
     # 2. Who published each event: the API key's name (NULL without keys, or over AMQP).
     "ALTER TABLE events ADD COLUMN publisher TEXT;",
+    _STEP_3,
+    _STEP_4,
 )
+
+
+# The compile option that says this SQLite library has FTS5.
+FTS5_OPTION = "ENABLE_FTS5"
+
+
+class FTS5Missing(StoreUnavailable):
+    """This Python's SQLite cannot search text: no wait will change that."""
 
 
 async def _version(connection: aiosqlite.Connection) -> int:
@@ -63,8 +122,12 @@ async def _version(connection: aiosqlite.Connection) -> int:
 
 async def migrate(connection: aiosqlite.Connection) -> None:
     """Make the schema or bring it up to date (see the module docstring)."""
+    # Every time, not only while migrating: the triggers of step 3 need FTS5 on every insert.
+    await _check_fts5(connection)
     if await _version(connection) >= len(STEPS):
         return
+    await connection.create_function("agg_utc_micros", 1, utc_micros_or_none, deterministic=True)
+    await connection.create_function("agg_key_digest", 2, key_digest, deterministic=True)
     await connection.execute("BEGIN IMMEDIATE")
     try:
         current = await _version(connection)
@@ -79,6 +142,19 @@ async def migrate(connection: aiosqlite.Connection) -> None:
         raise
 
 
-def _statements(script: str) -> list[str]:
-    # The steps are plain DDL and INSERTs with no semicolon inside a string: split on ";".
-    return [part.strip() for part in script.split(";") if part.strip()]
+async def _check_fts5(connection: aiosqlite.Connection) -> None:
+    """Fail at start, saying what is missing, where this Python's SQLite lacks FTS5."""
+    rows = list(await connection.execute_fetchall("PRAGMA compile_options"))
+    if FTS5_OPTION not in {str(row[0]) for row in rows}:
+        raise FTS5Missing(
+            f"the SQLite store needs FTS5 (full-text search), which the SQLite library of this"
+            f" Python ({sqlite3.sqlite_version}) was built without; use a Python whose sqlite3"
+            f" has it (python.org and Debian builds do), or the PostgreSQL store"
+        )
+
+
+def _statements(step: str | tuple[str, ...]) -> list[str]:
+    if isinstance(step, tuple):
+        return list(step)
+    # A script of plain DDL and INSERTs with no semicolon inside a string: split on ";".
+    return [part.strip() for part in step.split(";") if part.strip()]

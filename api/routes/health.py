@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import MetricsDep, PublisherDep, StoreDep
-from api.examples import READYZ_RESPONSES, json_examples
+from api.examples import READYZ_RESPONSES, UNKNOWN_PARAMETER_RESPONSE, json_examples
 from api.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"])
@@ -19,7 +19,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
     "/healthz",
     response_model=Health,
     summary="200 while the process runs",
-    responses={200: {"content": json_examples(ok={"status": "ok"})}},
+    responses={200: {"content": json_examples(ok={"status": "ok"})}, **UNKNOWN_PARAMETER_RESPONSE},
 )
 async def healthz() -> Health:
     return Health(status="ok")
@@ -50,10 +50,13 @@ async def readyz(publisher: PublisherDep, store: StoreDep) -> Readiness | JSONRe
     summary="Prometheus metrics of this API process",
     description=(
         "Events published, confirmed, requests rejected by reason, publish-confirm latency, "
-        "and queue depth / consumer count read from the broker on a timer. The worker serves "
-        "its own on AGG_METRICS_PORT."
+        "queue depth / consumer count read from the broker and the store's events and bytes "
+        "read from the store, both on a timer. The worker serves its own on AGG_METRICS_PORT."
     ),
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **UNKNOWN_PARAMETER_RESPONSE,
+    },
 )
 async def metrics_text(metrics: MetricsDep) -> Response:
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -182,7 +182,19 @@ async def assert_stored_exactly_once(
     client: httpx.AsyncClient, ledger: Ledger, *, may_store_refused: bool
 ) -> dict[str, Any]:
     """Every 202'd event stored once, nothing unknown stored, counters consistent."""
-    keys = await wait_stored(client, ledger.accepted)
+    await wait_stored(client, ledger.accepted)
+
+    async def rows_and_counters() -> tuple[list[Key], dict[str, Any]]:
+        return await stored_keys(client), await stats(client)
+
+    # The counters commit with the rows; but events a 503 left in the queue (their outcome
+    # unknown to the client) may still be arriving, so the two are read until they agree.
+    keys, counters = await eventually(
+        rows_and_counters,
+        lambda both: both[1]["unique_processed"] == len(both[0]),
+        timeout=STORE_TIMEOUT_S,
+        what="the counters to match the stored rows",
+    )
     twice = sorted(key for key, n in Counter(keys).items() if n > 1)
     assert not twice, f"stored more than once: {twice[:10]}"
     # A 503 leaves the outcome unknown (the contract lets the client retry and the dedup absorb
@@ -190,9 +202,6 @@ async def assert_stored_exactly_once(
     allowed = ledger.accepted | ledger.refused if may_store_refused else ledger.accepted
     unknown = set(keys) - allowed
     assert not unknown, f"{len(unknown)} events stored that were never published: {unknown}"
-    # The counters commit with the rows, so once the rows are there the counters are too.
-    counters = await stats(client)
-    assert counters["unique_processed"] == len(keys), counters
     assert counters["received"] == counters["unique_processed"] + counters["duplicate_dropped"], (
         counters
     )

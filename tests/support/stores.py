@@ -34,6 +34,11 @@ class StoreFactory:
         return cls("postgres", url)
 
     @property
+    def target(self) -> Path | str:
+        """The SQLite file's path, or the PostgreSQL database's URL."""
+        return self._target
+
+    @property
     def url(self) -> str:
         if isinstance(self._target, Path):
             return f"sqlite:///{self._target}"
