@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # Tests use AGG_TEST_AMQP_URL when set, else the local default broker.
 TEST_AMQP_URL ?= $(or $(AGG_TEST_AMQP_URL),amqp://guest:guest@localhost:5672/)
 
-.PHONY: all install install-runtime run test lint typecheck pytest broker test-broker test-postgres bench clean
+.PHONY: all install install-runtime run test lint typecheck pytest broker test-broker test-postgres test-browser bench clean
 
 all: test
 
@@ -46,7 +46,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install test-broker test-postgres
+# Debian's chromium for the page's browser test, where it is missing.
+test-browser:
+	@bash scripts/ensure-chromium.sh
+
+pytest: install test-broker test-postgres test-browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import aio_pika
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from aggregator.connection import BROKER_ERRORS, close_quietly, connect_once
 from aggregator.errors import StoreError
 from aggregator.settings import Settings
-from aggregator.store import DedupStore
+from aggregator.store import DedupStore, Stats
 from aggregator.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -101,9 +102,15 @@ class StoreGauges:
             registry=registry,
         )
 
-    async def refresh_forever(self, store: DedupStore, interval_s: float) -> None:
-        """Read the store every ``interval_s`` until cancelled; a failing store keeps the last
-        values (readiness and the 503s say it is down)."""
+    async def refresh_forever(
+        self,
+        store: DedupStore,
+        interval_s: float,
+        also: Callable[[Stats], None] | None = None,
+    ) -> None:
+        """Read the store every ``interval_s`` until cancelled, and hand each reading to
+        ``also`` (the page's history) too: one reader, not one per use. A failing store keeps
+        the last values (readiness and the 503s say it is down)."""
         while True:
             try:
                 stats = await store.stats()
@@ -113,6 +120,8 @@ class StoreGauges:
             else:
                 self.events.set(stats.stored_events)
                 self.bytes.set(stats.store_bytes)
+                if also is not None:
+                    also(stats)
             await asyncio.sleep(interval_s)
 
 

@@ -22,6 +22,7 @@ from aggregator.settings import Settings
 from aggregator.store import open_store
 from aggregator.tasks import stop_task
 from api.errors import install_handlers
+from api.history import StatsHistory
 from api.keys import KeyRing
 from api.limits import ConcurrencyLimit, RateLimiter
 from api.publisher import Publisher
@@ -29,6 +30,7 @@ from api.routes import dead_letters, events, health, stats
 from api.routes.docs import add_offline_docs
 from api.routes.ingest import ingest_router
 from api.routes.otlp import otlp_router
+from api.routes.page import add_page
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
 from api.strict_query import refuse_unknown_query
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = ApiMetrics()
+    history = StatsHistory(settings.metrics_interval_s)
     keyring = KeyRing(settings.api_keys_file) if settings.api_keys_file is not None else None
 
     @asynccontextmanager
@@ -49,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
             metrics.queues.refresh_forever(settings, settings.metrics_interval_s)
         )
         store_gauges = asyncio.create_task(
-            metrics.store.refresh_forever(store, settings.metrics_interval_s)
+            metrics.store.refresh_forever(store, settings.metrics_interval_s, also=history.record)
         )
         app.state.store, app.state.publisher = store, publisher
         reloads = _reload_keys_on_sighup(keyring)
@@ -75,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.keyring = keyring
     app.state.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+    app.state.history = history
     app.state.started = time.monotonic()
     install_handlers(app, metrics)
     body_schema, components = publish_body_schemas(settings.max_batch)
@@ -86,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(health.router)
     add_offline_docs(app)
+    add_page(app)
     app.add_middleware(
         ConcurrencyLimit,
         limit=settings.max_concurrent_requests,

@@ -211,3 +211,21 @@ class DeadLetters(BaseModel):
 class Replayed(BaseModel):
     replayed: int = Field(ge=0, description="messages moved back to the exchange", examples=[3])
     left: int = Field(ge=0, description="messages still in the dead-letter queue", examples=[0])
+
+
+class HistorySample(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: float = Field(description="seconds since the epoch", examples=[1764583200.0])
+    received: int = Field(ge=0, examples=[1200])
+    unique_processed: int = Field(ge=0, examples=[1000])
+    duplicate_dropped: int = Field(ge=0, examples=[200])
+    dead_lettered: int = Field(ge=0, examples=[0])
+
+
+class History(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    samples: list[HistorySample] = Field(
+        description="oldest first, one every AGG_METRICS_INTERVAL_S (5 s), the last 15 minutes"
+    )

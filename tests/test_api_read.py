@@ -222,7 +222,7 @@ async def test_reading_takes_the_read_scope(
         await delete_topology(settings)
 
 
-async def test_the_store_gauges_follow_the_store(
+async def test_the_store_gauges_and_history_follow_the_store(
     amqp_url: str, tmp_path: Path, stores: StoreFactory
 ) -> None:
     settings = make_settings(amqp_url, tmp_path, store_url=stores.url, metrics_interval_s=0.1)
@@ -247,5 +247,16 @@ async def test_the_store_gauges_follow_the_store(
             await eventually(
                 scrape, lambda t: gauge(t, "agg_store_events") == 1, what="agg_store_events 1"
             )
+            # The same readings, kept for the page's rate chart: the counters, oldest first.
+            await store.store_events([make_event(f"f{n}") for n in range(2)])
+            answer = await eventually(
+                lambda: api.get("/stats/history"),
+                lambda r: r.json()["samples"][-1]["received"] == 5,
+                what="a sample after the second write",
+            )
+            samples = answer.json()["samples"]
+            assert samples[0]["received"] == 3
+            assert [s["at"] for s in samples] == sorted(s["at"] for s in samples)
+            assert [s["received"] for s in samples] == sorted(s["received"] for s in samples)
     finally:
         await delete_topology(settings)
