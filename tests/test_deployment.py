@@ -13,8 +13,10 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -363,6 +365,32 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -
     assert set(sources) <= allowed, f"COPY of a path the context leaves out: {sources}"
     for source in sources:
         assert (ROOT / source).exists(), source
+
+
+def test_the_image_gets_every_file_of_the_packages_not_only_the_python(tmp_path: Path) -> None:
+    """The Dockerfile's ``pip install .`` builds a wheel from the context: a file the wheel
+    leaves out (the page's HTML, script and style) is missing from the image, with no error
+    until someone opens ``/``. Build that wheel from the same files and look inside."""
+    sources = [arg.split()[0] for kind, arg in dockerfile_instructions() if kind == "COPY"]
+    context = tmp_path / "context"
+    tracked = subprocess.run(
+        ["git", "ls-files", *sources], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in tracked:
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_bytes((ROOT / name).read_bytes())
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    package_files = [name for name in tracked if name.split("/")[0] in (*CODE_PACKAGES, "producer")]
+    assert any(name.startswith("api/static/page/") for name in package_files)
+    assert [name for name in package_files if name not in in_wheel] == []
 
 
 def test_hadolint_runs_in_make_lint() -> None:
