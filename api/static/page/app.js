@@ -106,11 +106,19 @@ function row(event) {
   const tr = document.createElement("tr");
   tr.dataset.topic = event.topic;
   tr.dataset.eventId = event.event_id;
-  for (const value of [event.processed_at, event.topic, event.event_id, event.source, event.publisher || ""]) {
+  // Stored to the second (UTC) in the column, in full on hover.
+  const stored = event.processed_at.replace("T", " ").slice(0, 19);
+  const cells = [
+    [stored, "when"], [event.topic, "key"], [event.event_id, ""], [event.source, ""],
+    [event.publisher || "", "key"],
+  ];
+  for (const [value, kind] of cells) {
     const td = document.createElement("td");
     td.textContent = value;
+    if (kind) td.className = kind;
     tr.append(td);
   }
+  tr.firstChild.title = event.processed_at;
   if (`${event.topic}\u0000${event.event_id}` === selected) tr.classList.add("selected");
   tr.addEventListener("click", () => showDetail(tr, event.topic, event.event_id));
   return tr;
