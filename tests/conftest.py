@@ -13,7 +13,9 @@ from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from tests.support.broker import NoBroker, delete_topology, test_broker_url
 from tests.support.netns import service_addresses
-from tests.support.postgres import NoPostgres, fresh_database, test_pg_url
+from tests.support.pg_databases import fresh_database
+from tests.support.postgres import test_pg_url
+from tests.support.private_postgres_files import NoPostgres
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.stores import BACKENDS, StoreFactory
 
