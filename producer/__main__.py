@@ -18,10 +18,12 @@ from rich.logging import RichHandler
 from aggregator.errors import BrokerUnreachable
 from aggregator.logs import configure_logging
 from aggregator.settings import SettingsError, load_settings
+from producer.amqp_sender import AmqpSender
+from producer.http_sender import HttpSender
 from producer.load import FIXED_START, MAX_PAYLOAD_BYTES, LoadSpec
 from producer.report import LoadProgress, print_summary, summary_json
 from producer.runner import LoadRunner, Summary
-from producer.senders import AmqpSender, HttpSender, Sender
+from producer.senders import Sender
 
 log = logging.getLogger("producer")
 

@@ -17,6 +17,8 @@ import pytest
 from aggregator.decoding import decode_wire
 from aggregator.events import Event
 from aggregator.settings import Settings
+from producer.amqp_sender import AmqpSender
+from producer.http_sender import HttpSender, retry_after_s
 from producer.load import (
     TOPIC_CATALOG,
     LoadSpec,
@@ -26,7 +28,7 @@ from producer.load import (
     wire_events,
 )
 from producer.runner import LoadRunner, Summary
-from producer.senders import AmqpSender, HttpSender, Outcome, retry_after_s
+from producer.senders import Outcome
 from tests.conftest import make_settings
 from tests.support.processes import REPO_ROOT, free_port, settings_env, start_api
 from tests.support.running import api_client, running_worker
