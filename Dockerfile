@@ -1,5 +1,5 @@
 # One image for both processes: `python -m api` (the default) or `python -m worker`.
-# `make lint` runs hadolint on this file; tests/test_deployment.py checks what it promises.
+# `make lint` runs hadolint on this file; tests/test_dockerfile.py checks what it promises.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

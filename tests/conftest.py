@@ -1,5 +1,6 @@
 """Fixtures: one broker and one PostgreSQL per session; each test gets its own exchange, queue,
-DB file and PostgreSQL database. ``store`` and ``stores`` run a test on each store backend."""
+DB file and PostgreSQL database. ``store`` and ``stores`` run a test on each store backend;
+``node`` is a private RabbitMQ node of the test's own."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from aggregator.settings import Settings
 from aggregator.store import DedupStore
 from tests.support.broker import NoBroker, delete_topology, test_broker_url
 from tests.support.netns import service_addresses
-from tests.support.postgres import NoPostgres, fresh_database, test_pg_url
+from tests.support.pg_databases import fresh_database
+from tests.support.postgres import test_pg_url
+from tests.support.private_postgres_files import NoPostgres
 from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.rabbit_node import RabbitNode
 from tests.support.stores import BACKENDS, StoreFactory
 
 
@@ -61,6 +65,17 @@ def cluster(
         extra_config=["loopback_users = none"],
     ) as formed:
         yield formed
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node under the test's own directory, stopped and reaped at the end."""
+    rabbit = RabbitNode(tmp_path / "rabbit")
+    try:
+        rabbit.start()
+        yield rabbit
+    finally:
+        rabbit.close()
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ import pytest
 from aggregator.settings import Settings
 from tests.conftest import make_settings
 from tests.support.broker import delete_topology, queue_depth
+from tests.support.reading import all_events, wait_for_stats
 from tests.support.running import api_client, running_worker
-from tests.test_api import all_events, wait_for_stats
 from tests.test_auth import TOKENS, keys_toml
 
 pytestmark = pytest.mark.broker

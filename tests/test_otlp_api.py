@@ -19,8 +19,8 @@ from tests.conftest import make_settings
 from tests.support.broker import delete_topology, queue_depth
 from tests.support.otlp import TRACE_ID, as_json, record, request
 from tests.support.processes import free_port
+from tests.support.reading import all_events, wait_for_stats
 from tests.support.running import api_client, running_worker
-from tests.test_api import all_events, wait_for_stats
 from tests.test_auth import TOKENS, bearer, keys_toml
 
 pytestmark = pytest.mark.broker

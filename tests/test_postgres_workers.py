@@ -19,7 +19,7 @@ from tests.conftest import make_settings
 from tests.support.broker import delete_topology, publish_raw, queue_depth
 from tests.support.exactly_once import assert_stored_exactly_once, make_events, wait_for_exit, wire
 from tests.support.netns import Host, service_addresses
-from tests.support.postgres import PrivatePostgres
+from tests.support.private_postgres import PrivatePostgres
 from tests.support.processes import Process, start_worker
 from tests.support.rabbit_node import RabbitNode
 from tests.support.waiting import eventually

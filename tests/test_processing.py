@@ -31,7 +31,7 @@ from aggregator.store import (
     StoredEvent,
     StoreResult,
 )
-from tests.support.postgres import PrivatePostgres
+from tests.support.private_postgres import PrivatePostgres
 from tests.support.waiting import eventually
 from worker.processing import Abandoned, BatchProcessor
 

@@ -10,49 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import random
 import re
 import signal
-import socket
 import time
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-import httpx
 import pytest
 
-from aggregator.healthcheck import answers, probes_for
 from aggregator.settings import Settings
-from aggregator.store import DedupStore, SqliteStore, Stats
-from tests.support.broker import event_body, publish_raw, queue_depth
-from tests.support.exactly_once import (
-    assert_stored_exactly_once,
-    make_events,
-    wait_for_exit,
-    wire,
-)
+from aggregator.store import SqliteStore
+from tests.support.broker import publish_raw, queue_depth
+from tests.support.exactly_once import assert_stored_exactly_once, make_events, wait_for_exit, wire
 from tests.support.processes import Process, free_port, start_worker
-from tests.support.waiting import eventually
-from worker.supervisor import worst_status
+from tests.support.worker_watch import (
+    CONSUMING,
+    EXITED,
+    RUN_TIMEOUT_S,
+    STARTED,
+    STOP_DEADLINE_S,
+    consumed_on,
+    log_matches,
+    wait_for_received,
+)
 
 PUBLISHED = 20_000
 # 20% of what is published repeats an earlier event (some more than once), shuffled in.
 DUPLICATES = PUBLISHED // 5
 DISTINCT = PUBLISHED - DUPLICATES
 WORKERS = 3
-# Generous for 20,000 events on a loaded 2-core machine (a few seconds when it is idle).
-RUN_TIMEOUT_S = 180.0
-# The contract: SIGTERM -> exit 0 within 10 s.
-STOP_DEADLINE_S = 10.0
 # Two processes opening one new store file at once, this many times (about 0.1 s a round).
 STORE_OPEN_ROUNDS = 60
 
-STARTED = re.compile(r"started worker (\d+) of (\d+): pid=(\d+)")
-EXITED = re.compile(r"worker (\d+) \(pid=(\d+)\) exited with status (-?\d+)")
-CONSUMING = re.compile(r"consuming queue=\S+ .* pid=(\d+)")
 DRAINED = re.compile(r"drain: queue \S+ is empty, (\d+) deliveries handled pid=(\d+)")
-CONSUMED_METRIC = re.compile(r"^agg_worker_events_consumed_total (\S+)$", re.M)
 
 
 def events_with_duplicates(seed: int) -> tuple[list[dict[str, object]], list[tuple[str, bytes]]]:
@@ -63,67 +54,6 @@ def events_with_duplicates(seed: int) -> tuple[list[dict[str, object]], list[tup
     messages = wire(events + rng.choices(events, k=DUPLICATES))
     rng.shuffle(messages)
     return events, messages
-
-
-def consecutive_free_ports(count: int) -> int:
-    """A base port such that ``base .. base + count - 1`` are all free on loopback now."""
-    for _ in range(50):
-        base = free_port()
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return base
-    raise AssertionError(f"found no {count} consecutive free ports")
-
-
-async def log_matches(
-    process: Process, pattern: re.Pattern[str], count: int
-) -> list[tuple[str, ...]]:
-    """Poll ``process``'s log until ``pattern`` matched ``count`` lines; fail if it exited."""
-
-    async def probe() -> list[tuple[str, ...]]:
-        text = await asyncio.to_thread(process.log_text)
-        if process.popen.poll() is not None:
-            raise AssertionError(f"exited {process.popen.returncode}; log:\n{text[-4000:]}")
-        return [match.groups() for match in pattern.finditer(text)]
-
-    return await eventually(
-        probe, lambda found: len(found) >= count, timeout=30, what=f"{count} x {pattern.pattern}"
-    )
-
-
-async def consumed_on(port: int) -> int:
-    """``agg_worker_events_consumed_total`` as the worker on ``port`` serves it."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    match = CONSUMED_METRIC.search(text)
-    assert match, text[:2000]
-    return int(float(match.group(1)))
-
-
-async def wait_for_received(store: DedupStore, expected: int, workers: list[Process]) -> Stats:
-    async def probe() -> Stats:
-        for worker in workers:
-            if worker.popen.poll() is not None:
-                raise AssertionError(
-                    f"a worker exited {worker.popen.returncode}; log:\n{worker.log_text()[-4000:]}"
-                )
-        return await store.stats()
-
-    return await eventually(
-        probe,
-        lambda stats: stats.received >= expected,
-        timeout=RUN_TIMEOUT_S,
-        what=f"the workers to receive {expected} events",
-    )
 
 
 def assert_no_store_contention_errors(log: str) -> None:
@@ -175,13 +105,6 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> No
             child.join(timeout=30)
         codes = [child.exitcode for child in children]
         assert codes == [0, 0], f"round {round_number}: exit codes {codes} (see stderr)"
-
-
-def test_worst_status_reports_any_failure_and_deaths_by_signal_as_128_plus_n() -> None:
-    assert worst_status([0, 0, 0]) == 0
-    assert worst_status([]) == 0
-    assert worst_status([0, 2, 1]) == 2
-    assert worst_status([0, -signal.SIGKILL, 2]) == 128 + signal.SIGKILL
 
 
 @pytest.mark.slow
@@ -274,65 +197,3 @@ async def test_three_independent_workers_share_the_store_while_events_are_publis
     assert stats.received == PUBLISHED, stats
     assert stats.unique_processed == DISTINCT, stats
     assert stats.duplicate_dropped == PUBLISHED - DISTINCT, stats
-
-
-@pytest.mark.slow
-@pytest.mark.broker
-@pytest.mark.timeout(120)
-async def test_supervised_workers_serve_their_own_metrics_ports_and_stop_on_sigterm(
-    settings: Settings, tmp_path: Path
-) -> None:
-    base = consecutive_free_ports(2)
-    own = settings.model_copy(update={"metrics_port": base, "host": "127.0.0.1"})
-    # What the container's healthcheck asks when PID 1 is `python -m worker --workers 2`.
-    probes = probes_for(["python", "-m", "worker", "--workers", "2"], own)
-    assert [probe.url for probe in probes] == [
-        f"http://127.0.0.1:{base}/metrics",
-        f"http://127.0.0.1:{base + 1}/metrics",
-    ]
-    with start_worker(own, tmp_path / "workers.log", "--workers", "2") as group:
-        await log_matches(group, CONSUMING, 2)
-        assert all(await asyncio.gather(*(asyncio.to_thread(answers, p) for p in probes)))
-
-        events = make_events(300, "metrics")
-        await publish_raw(settings, wire(events))
-        store = await SqliteStore.open(settings.db_path)
-        try:
-            await wait_for_received(store, len(events), [group])
-        finally:
-            await store.close()
-        consumed = [await consumed_on(port) for port in (base, base + 1)]
-        assert sum(consumed) == len(events), consumed
-
-        signalled = time.monotonic()
-        group.signal(signal.SIGTERM)
-        code = await wait_for_exit(group, STOP_DEADLINE_S)
-        stopped_after = time.monotonic() - signalled
-        log = group.log_text()
-    assert code == 0, f"SIGTERM: exit {code}; log:\n{log[-4000:]}"
-    assert stopped_after < STOP_DEADLINE_S
-    assert [status for _, _, status in EXITED.findall(log)] == ["0", "0"], log[-4000:]
-    assert log.count("worker closed") == 2, log[-4000:]
-    # Nothing answers any more: the healthcheck says unhealthy.
-    assert not any(await asyncio.gather(*(asyncio.to_thread(answers, p) for p in probes)))
-
-
-@pytest.mark.slow
-@pytest.mark.broker
-@pytest.mark.timeout(120)
-async def test_a_worker_that_dies_stops_the_group_with_its_status(
-    settings: Settings, tmp_path: Path
-) -> None:
-    await publish_raw(settings, wire([event_body("first")]))
-    with start_worker(settings, tmp_path / "workers.log", "--workers", "2") as group:
-        started = await log_matches(group, STARTED, 2)
-        await log_matches(group, CONSUMING, 2)
-        victim = next(int(pid) for number, _, pid in started if number == "2")
-        # Only the child this test's supervisor started, by its pid.
-        os.kill(victim, signal.SIGKILL)
-        code = await wait_for_exit(group, STOP_DEADLINE_S)
-        log = group.log_text()
-    assert code == 128 + signal.SIGKILL, log[-4000:]
-    assert "worker 2 stopped on its own; stopping the others" in log, log[-4000:]
-    exits = {number: int(status) for number, _, status in EXITED.findall(log)}
-    assert exits == {"2": -signal.SIGKILL, "1": 0}, log[-4000:]

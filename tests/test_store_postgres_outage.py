@@ -1,6 +1,6 @@
 """PostgreSQL going away under a running store, and coming back: no restart, no reopen.
 
-On a private server of the test's own (tests/support/postgres.py), never the shared one.
+On a private server of the test's own (tests/support/private_postgres.py), never the shared one.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from aggregator.errors import StoreUnavailable
 from aggregator.store import PostgresStore
 from aggregator.store import postgres as postgres_store
-from tests.support.postgres import PrivatePostgres
+from tests.support.private_postgres import PrivatePostgres
 from tests.support.stores import make_event
 from tests.support.waiting import eventually
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.netns import Host, service_addresses
-from tests.support.postgres import PrivatePostgres
+from tests.support.private_postgres import PrivatePostgres
 from tests.support.processes import REPO_ROOT
 
 pytestmark = pytest.mark.slow

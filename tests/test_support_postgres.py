@@ -8,6 +8,9 @@ import asyncpg
 import pytest
 
 from tests.support import postgres as pg
+from tests.support.pg_databases import DATABASE_PREFIX, fresh_database
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.private_postgres_files import NoPostgres
 from tests.support.processes import free_port
 
 
@@ -45,9 +48,9 @@ async def test_the_chosen_server_answers(pg_admin_url: str) -> None:
 async def test_a_fresh_database_is_created_empty_and_dropped_even_in_use(
     pg_admin_url: str,
 ) -> None:
-    async with pg.fresh_database(pg_admin_url) as url:
+    async with fresh_database(pg_admin_url) as url:
         name = url.rsplit("/", 1)[1]
-        assert name.startswith(pg.DATABASE_PREFIX)
+        assert name.startswith(DATABASE_PREFIX)
         await make_table(url, 1, 2)
         assert await fetch_rows(url) == [1, 2]
         # An open session must not keep the database alive.
@@ -73,9 +76,7 @@ async def _is_dead(connection: asyncpg.Connection) -> bool:
 async def test_the_pg_url_fixture_is_an_empty_database_of_the_test(pg_url: str) -> None:
     connection = await asyncpg.connect(pg_url, timeout=10)
     try:
-        assert (await connection.fetchval("SELECT current_database()")).startswith(
-            pg.DATABASE_PREFIX
-        )
+        assert (await connection.fetchval("SELECT current_database()")).startswith(DATABASE_PREFIX)
         tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
         assert await connection.fetchval(tables) == 0
     finally:
@@ -87,7 +88,7 @@ def test_an_explicit_url_that_does_not_answer_fails_clearly(
 ) -> None:
     url = closed_port_url()
     monkeypatch.setenv("AGG_TEST_PG_URL", url)
-    with pytest.raises(pg.NoPostgres, match="AGG_TEST_PG_URL=.* does not answer"):
+    with pytest.raises(NoPostgres, match="AGG_TEST_PG_URL=.* does not answer"):
         with pg.test_pg_url():
             pass
 
@@ -106,7 +107,7 @@ def test_without_a_local_server_a_throwaway_cluster_is_made_and_removed(
 
 @pytest.mark.slow
 async def test_a_private_server_keeps_its_data_and_port_across_stop_and_start() -> None:
-    with pg.PrivatePostgres() as server:
+    with PrivatePostgres() as server:
         url = server.url
         await make_table(url, 1)
         await asyncio.to_thread(server.stop)
@@ -124,7 +125,7 @@ async def test_a_private_server_keeps_its_data_and_port_across_stop_and_start() 
 
 @pytest.mark.slow
 async def test_a_killed_private_server_recovers_its_committed_rows() -> None:
-    with pg.PrivatePostgres() as server:
+    with PrivatePostgres() as server:
         await make_table(server.url, 1, 2, 3)
         open_session = await asyncpg.connect(server.url, timeout=10)
         postmaster = server.pid

@@ -2,8 +2,9 @@
 
 What is acked, returned or dead-lettered is decided in :mod:`worker.settlement`; which
 deliveries go together in :mod:`worker.batching`; what happens to the bodies in
-:mod:`worker.processing`; every AMQP call is in :mod:`aggregator.amqp`. This module holds the
-deliveries in hand and carries the decisions out.
+:mod:`worker.processing`; reaching the broker and staying subscribed in :mod:`worker.subscriber`;
+every AMQP call is in :mod:`aggregator.amqp`. This module holds the deliveries in hand and
+carries the decisions out.
 
 Every delivery stays in this object's hands from its arrival until it is settled or its channel
 closes: in ``_in_hand``, or in the one batch being handled. That is what makes
@@ -29,12 +30,12 @@ from collections.abc import Sequence
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from aggregator import amqp
-from aggregator.amqp import Delivery, Subscription
-from aggregator.connection import BROKER_ERRORS, close_quietly, connect
+from aggregator.amqp import Delivery
+from aggregator.connection import close_quietly
 from aggregator.metrics import WorkerMetrics
 from aggregator.settings import Settings
 from aggregator.store import DedupStore
-from aggregator.tasks import raise_if_cancelling, stop_task
+from aggregator.tasks import stop_task
 from aggregator.topology import Topology, declare_topology
 from worker.batching import next_batch
 from worker.dead_lettering import dead_letter
@@ -42,6 +43,7 @@ from worker.drain import watch_drain
 from worker.processing import Abandoned, BatchProcessor
 from worker.retention import start_retention
 from worker.settlement import Decided, Verdict, settle
+from worker.subscriber import Subscriber
 from worker.summary import ActivitySummary
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,7 @@ class Consumer:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._topology: Topology | None = None
-        self._subscription: Subscription | None = None
-        self._resuming: asyncio.Task[None] | None = None
+        self._subscriber = Subscriber(settings, self._on_delivery, self._stopping)
         # Set once the consumer is registered with the broker (tests and drain wait on it).
         self.consuming = asyncio.Event()
 
@@ -94,7 +95,7 @@ class Consumer:
 
     async def run(self) -> None:
         settings = self._settings
-        connection = await self._connect_unless_stopped()
+        connection = await self._subscriber.connect_unless_stopped(drain=self._drain)
         if connection is None:
             log.info("worker closed before it reached the broker")
             return
@@ -104,8 +105,7 @@ class Consumer:
             self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self._channel.set_qos(prefetch_count=settings.prefetch)
             self._topology = await declare_topology(self._channel, settings)
-            await self._subscribe()
-            self._channel.reopen_callbacks.add(self._on_reopen)
+            await self._subscriber.start(self._channel)
             self.consuming.set()
             # The pid tells apart the workers of one `--workers N` group in shared logs.
             log.info(
@@ -129,42 +129,12 @@ class Consumer:
             await self._batch_loop()
         finally:
             self._summary.flush()
-            for task in (*tasks, self._resuming):
+            for task in (*tasks, self._subscriber.resuming):
                 await stop_task(task)
             await close_quietly(connection)
             log.info("worker closed")
 
-    async def _connect_unless_stopped(self) -> AbstractRobustConnection | None:
-        """The first connection, or None when :meth:`stop` came while it was being retried."""
-        connecting = asyncio.ensure_future(
-            connect(
-                self._settings,
-                client_name="aggregator-worker",
-                give_up_after_s=0.0 if self._drain else self._settings.connect_timeout_s,
-            )
-        )
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            if not connecting.done():
-                connecting.cancel()
-                await asyncio.wait({connecting}, timeout=5)
-        if not connecting.done() or connecting.cancelled():
-            return None
-        return connecting.result()
-
     # -- deliveries in -------------------------------------------------------------------------
-
-    async def _subscribe(self) -> None:
-        assert self._channel is not None
-        self._subscription = await amqp.consume(
-            self._channel,
-            self._settings.queue,
-            self._on_delivery,
-            lambda: self._schedule_resume("the broker cancelled the consumer"),
-        )
 
     def _on_delivery(self, delivery: Delivery) -> None:
         self._in_hand.append(delivery)
@@ -173,33 +143,6 @@ class Consumer:
         self._arrived.set()
         if self._is_full():
             self._full.set()
-
-    def _on_reopen(self, _: object) -> None:
-        self._schedule_resume("the channel reopened")
-
-    def _schedule_resume(self, reason: str) -> None:
-        if self._stopping.is_set() or (self._resuming is not None and not self._resuming.done()):
-            return
-        self._resuming = asyncio.create_task(self._resume(reason), name="consumer-resume")
-
-    async def _resume(self, reason: str) -> None:
-        """Declare the topology again (idempotent) and consume again, until it works or we stop."""
-        assert self._channel is not None
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._topology = await declare_topology(self._channel, self._settings)
-                await self._subscribe()
-            except BROKER_ERRORS as exc:
-                raise_if_cancelling()
-                log.warning(
-                    "cannot consume again yet (%s): %r; retrying in %.1fs", reason, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            log.info("consuming queue=%s again (%s)", self._settings.queue, reason)
-            return
 
     def _is_full(self) -> bool:
         """Whether a batch would not grow by waiting for more deliveries."""
@@ -222,7 +165,7 @@ class Consumer:
                 await self._arrived.wait()
                 continue
             if self._stopping.is_set():
-                await self._unsubscribe()
+                await self._subscriber.unsubscribe()
             elif not self._is_full() and batch_s > 0:
                 self._full.clear()
                 with contextlib.suppress(TimeoutError):
@@ -254,11 +197,6 @@ class Consumer:
             self._in_hand = [delivery for delivery in self._in_hand if delivery.link.is_open]
             self._in_hand_bytes -= sum(len(delivery.body) for delivery in gone)
 
-    async def _unsubscribe(self) -> None:
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None:
-            await amqp.cancel(subscription)
-
     # -- one batch -----------------------------------------------------------------------------
 
     async def _handle(self, batch: Sequence[Delivery]) -> None:
@@ -288,7 +226,7 @@ class Consumer:
             if batch[0].link.is_open:
                 # Stopping while the store is down. No new deliveries first (the ones in
                 # flight arrive before the broker's CancelOk), then all of them go back.
-                await self._unsubscribe()
+                await self._subscriber.unsubscribe()
                 await self._give_back([*batch, *self._in_hand])
             else:
                 log.warning(
