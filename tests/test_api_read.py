@@ -20,6 +20,7 @@ from aggregator.store import DedupStore
 from aggregator.timestamps import utc_micros
 from tests.conftest import make_settings
 from tests.support.broker import delete_topology
+from tests.support.reading import all_events
 from tests.support.running import api_client
 from tests.support.stores import StoreFactory, make_event
 from tests.support.waiting import eventually
@@ -46,23 +47,8 @@ async def store(stores: StoreFactory) -> DedupStore:
     return await stores.open()
 
 
-async def pages(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
-    """Every event of ``/events`` with these parameters, following ``next``."""
-    events: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        query = {**params, **({"after": cursor} if cursor else {})}
-        response = await client.get("/events", params=query)
-        assert response.status_code == 200, response.text
-        page = response.json()
-        events += page["events"]
-        cursor = page["next"]
-        if cursor is None:
-            return events
-
-
 async def ids(client: httpx.AsyncClient, **params: Any) -> list[str]:
-    return [e["event_id"] for e in await pages(client, **params)]
+    return [e["event_id"] for e in await all_events(client, **params)]
 
 
 async def test_filters_order_and_search(client: httpx.AsyncClient, store: DedupStore) -> None:

@@ -3,10 +3,10 @@
 import socket
 import struct
 
-from tests.support.rabbit_ports import _HOST
+from tests.support.rabbit_ports import HOST
 
 
-class _AmqpError(Exception):
+class AmqpError(Exception):
     pass
 
 
@@ -33,7 +33,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
-            raise _AmqpError("connection closed by broker")
+            raise AmqpError("connection closed by broker")
         buf += chunk
     return buf
 
@@ -43,7 +43,7 @@ def _recv_method(sock: socket.socket, expect: tuple[int, int]) -> bytes:
         ftype, _channel, size = struct.unpack(">BHI", _recv_exact(sock, 7))
         payload = _recv_exact(sock, size)
         if _recv_exact(sock, 1) != _FRAME_END:
-            raise _AmqpError("bad frame end")
+            raise AmqpError("bad frame end")
         if ftype != _FRAME_METHOD:
             continue  # heartbeat etc.
         ids = struct.unpack(">HH", payload[:4])
@@ -52,13 +52,13 @@ def _recv_method(sock: socket.socket, expect: tuple[int, int]) -> bytes:
         if ids == (10, 50):  # connection.close
             code = struct.unpack(">H", payload[4:6])[0]
             text = payload[7 : 7 + payload[6]].decode(errors="replace")
-            raise _AmqpError(f"broker closed the connection: {code} {text}")
-        raise _AmqpError(f"unexpected method {ids}, wanted {expect}")
+            raise AmqpError(f"broker closed the connection: {code} {text}")
+        raise AmqpError(f"unexpected method {ids}, wanted {expect}")
 
 
-def _amqp_login(port: int, *, timeout: float, vhost: str = "/") -> None:
+def amqp_login(port: int, *, timeout: float, vhost: str = "/") -> None:
     """Full AMQP handshake as guest/guest up to connection.open-ok, then a clean close."""
-    with socket.create_connection((_HOST, port), timeout=timeout) as sock:
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         sock.sendall(b"AMQP\x00\x00\x09\x01")
         _recv_method(sock, (10, 10))  # connection.start

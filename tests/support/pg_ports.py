@@ -6,7 +6,7 @@ import random
 import socket
 from pathlib import Path
 
-_HOST = "127.0.0.1"
+HOST = "127.0.0.1"
 
 
 def _ephemeral_low() -> int:
@@ -16,7 +16,7 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def _port_is_free(address: str, port: int) -> bool:
+def port_is_free(address: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # TIME_WAIT leftovers of a previous start do not count; a listening socket does.
@@ -28,12 +28,12 @@ def _port_is_free(address: str, port: int) -> bool:
     return True
 
 
-def _pick_free_port() -> int:
+def pick_free_port() -> int:
     high = _ephemeral_low() - 1
     low = 20000 if high > 21000 else 1024
     rng = random.SystemRandom()
     for _ in range(1000):
         port = rng.randint(low, high)
-        if port != 5432 and _port_is_free(_HOST, port):
+        if port != 5432 and port_is_free(HOST, port):
             return port
     raise RuntimeError(f"no free port in {low}-{high}")

@@ -10,10 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
-_POLL_INTERVAL_S = 0.05
+PG_POLL_INTERVAL_S = 0.05
 
 
-def _kill_server(proc: subprocess.Popen[bytes]) -> None:
+def kill_server(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the postmaster and every process it started, reap it, and wait until they are
     dead. Its children each run in a session of their own, so its process group is not enough;
     and a busy backend would only notice its postmaster's death at its next wait, holding the
@@ -25,7 +25,7 @@ def _kill_server(proc: subprocess.Popen[bytes]) -> None:
     children: list[tuple[int, int]] = []
     # Only while the postmaster is unreaped: until then its pid cannot be reused.
     if proc.returncode is None:
-        children = _descendants(proc.pid)
+        children = descendants(proc.pid)
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         for pid, started in children:
@@ -37,7 +37,7 @@ def _kill_server(proc: subprocess.Popen[bytes]) -> None:
     while any(_alive(pid, started) for pid, started in children):
         if time.monotonic() >= deadline:
             raise RuntimeError(f"postgres processes survived SIGKILL: {children}")
-        time.sleep(_POLL_INTERVAL_S)  # poll interval with a deadline
+        time.sleep(PG_POLL_INTERVAL_S)  # poll interval with a deadline
 
 
 def _proc_stat(pid: int) -> tuple[str, int, int] | None:
@@ -57,7 +57,7 @@ def _alive(pid: int, started: int) -> bool:
     return stat is not None and stat[2] == started and stat[0] not in ("Z", "X")
 
 
-def _descendants(root: int) -> list[tuple[int, int]]:
+def descendants(root: int) -> list[tuple[int, int]]:
     """(pid, start time) of every descendant of ``root``."""
     children: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
@@ -73,7 +73,7 @@ def _descendants(root: int) -> list[tuple[int, int]]:
     return found
 
 
-def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
     try:
         proc.wait(timeout=max(0.0, timeout))
     except subprocess.TimeoutExpired:

@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import Self
 
 from scripts.pg_probe import probe
-from tests.support.pg_ports import _port_is_free
-from tests.support.pg_processes import _POLL_INTERVAL_S, _descendants, _kill_server, _wait_exit
-from tests.support.private_postgres_files import PrivatePostgresFiles, _server_env
+from tests.support.pg_ports import port_is_free
+from tests.support.pg_processes import PG_POLL_INTERVAL_S, descendants, kill_server, wait_exit
+from tests.support.private_postgres_files import PrivatePostgresFiles, server_env
 
 __all__ = ["PrivatePostgres"]
 
@@ -79,14 +79,14 @@ class PrivatePostgres(PrivatePostgresFiles):
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
         for address in self.listen:
-            if not _port_is_free(address, self.port):
+            if not port_is_free(address, self.port):
                 raise RuntimeError(f"port {self.port} on {address} is in use; cannot start")
         with self.log_path.open("ab") as log:
             log.write(b"\n==== postgres.py: starting ====\n")
             log.flush()
             proc = subprocess.Popen(
                 [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
-                env=_server_env(),
+                env=server_env(),
                 cwd=self.base_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -95,7 +95,7 @@ class PrivatePostgres(PrivatePostgresFiles):
                 **self._as_owner(),
             )
         self._proc = proc
-        self._finalizer = weakref.finalize(self, _kill_server, proc)
+        self._finalizer = weakref.finalize(self, kill_server, proc)
         while True:
             if proc.poll() is not None:
                 self._reap()
@@ -111,7 +111,7 @@ class PrivatePostgres(PrivatePostgresFiles):
                     f"postgres did not accept a login on port {self.port} within {timeout:g}s "
                     f"(last: {why}){self._log_tail()}"
                 )
-            time.sleep(_POLL_INTERVAL_S)  # poll interval with a deadline
+            time.sleep(PG_POLL_INTERVAL_S)  # poll interval with a deadline
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut down cleanly (fast mode: open sessions are ended, committed data is kept).
@@ -125,10 +125,10 @@ class PrivatePostgres(PrivatePostgresFiles):
             return
         proc.send_signal(signal.SIGINT)  # fast shutdown, as `pg_ctl stop -m fast`
         forced = ""
-        if not _wait_exit(proc, max(1.0, timeout - 5.0)):
+        if not wait_exit(proc, max(1.0, timeout - 5.0)):
             proc.send_signal(signal.SIGQUIT)  # immediate shutdown: crash recovery on next start
             forced = "fast shutdown timed out; immediate shutdown"
-            if not _wait_exit(proc, 5.0):
+            if not wait_exit(proc, 5.0):
                 forced += ", then SIGKILL"
         self._reap()
         if forced:
@@ -150,7 +150,7 @@ class PrivatePostgres(PrivatePostgresFiles):
         proc = self._proc
         if proc is None or proc.poll() is not None:
             raise RuntimeError(f"{self!r} is not running")
-        pids = [proc.pid, *(pid for pid, _ in _descendants(proc.pid))]
+        pids = [proc.pid, *(pid for pid, _ in descendants(proc.pid))]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
@@ -209,7 +209,7 @@ class PrivatePostgres(PrivatePostgresFiles):
         proc = self._proc
         if proc is None:
             return
-        _kill_server(proc)
+        kill_server(proc)
         self._proc = None
         if self._finalizer is not None:
             self._finalizer.detach()

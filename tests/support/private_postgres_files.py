@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.pg_ports import _HOST, _pick_free_port
+from tests.support.pg_ports import HOST, pick_free_port
 
 __all__ = ["NoPostgres", "PrivatePostgresFiles", "find_bin_dir"]
 
@@ -47,7 +47,7 @@ class PrivatePostgresFiles:
     def __init__(
         self,
         *,
-        listen: Sequence[str] = (_HOST,),
+        listen: Sequence[str] = (HOST,),
         parent_dir: Path | None = None,
         bin_dir: Path | None = None,
     ) -> None:
@@ -61,7 +61,7 @@ class PrivatePostgresFiles:
             raise ValueError("a server must listen somewhere")
         self.bin_dir = found
         self.listen = tuple(listen)
-        self.port = _pick_free_port()
+        self.port = pick_free_port()
         self.base_dir = Path(tempfile.mkdtemp(prefix="agg-pg-", dir=parent_dir))
         self._dir_finalizer = weakref.finalize(self, shutil.rmtree, self.base_dir, True)
         self._owner = _os_user_ids() if os.geteuid() == 0 else None
@@ -108,7 +108,7 @@ class PrivatePostgresFiles:
                 # Skips the final fsync of ~40 MB: a throwaway cluster, and much faster.
                 "--no-sync",
             ],
-            env=_server_env(),
+            env=server_env(),
             cwd=self.base_dir,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -153,7 +153,7 @@ def _os_user_ids() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _server_env() -> dict[str, str]:
+def server_env() -> dict[str, str]:
     # PGDATA, PGPORT, PGOPTIONS & co. of the caller must not redirect the private server.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"

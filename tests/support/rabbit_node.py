@@ -35,16 +35,16 @@ import time
 import types
 import weakref
 
-from tests.support.amqp_login import _amqp_login, _AmqpError
+from tests.support.amqp_login import AmqpError, amqp_login
 from tests.support.rabbit_node_ctl import RABBITMQ_BIN_DIR, RabbitNodeCtl
 from tests.support.rabbit_ports import (
-    _HOST,
     _POLL_INTERVAL,
+    HOST,
     _epmd_has_name,
-    _port_is_free,
     _wait_port_closed,
+    port_is_free,
 )
-from tests.support.rabbit_processes import _emergency_kill, _kill_tree, _signal, _wait_exit
+from tests.support.rabbit_processes import emergency_kill, kill_tree, signal_process, wait_exit
 
 __all__ = ["RabbitNode"]
 
@@ -83,10 +83,10 @@ class RabbitNode(RabbitNodeCtl):
                 f"node name {self.node_name} is already registered with epmd; "
                 "another node with this name is running"
             )
-        wanted = [(_HOST, self.amqp_port), (_HOST, self.dist_port)]
+        wanted = [(HOST, self.amqp_port), (HOST, self.dist_port)]
         wanted += [(address, self.amqp_port) for address in self.extra_listen_addresses]
         for host, port in wanted:
-            if not _port_is_free(port, host):
+            if not port_is_free(port, host):
                 raise RuntimeError(
                     f"port {port} on {host} is in use (or {host} is not an address of this "
                     f"host); cannot start {self.node_name}"
@@ -106,7 +106,7 @@ class RabbitNode(RabbitNodeCtl):
                 start_new_session=True,
             )
         self._proc = proc
-        self._finalizer = weakref.finalize(self, _emergency_kill, proc)
+        self._finalizer = weakref.finalize(self, emergency_kill, proc)
 
         last_error = "no attempt made"
         while True:
@@ -118,9 +118,9 @@ class RabbitNode(RabbitNodeCtl):
                 )
             remaining = deadline - time.monotonic()
             try:
-                _amqp_login(self.amqp_port, timeout=max(0.5, min(5.0, remaining)))
+                amqp_login(self.amqp_port, timeout=max(0.5, min(5.0, remaining)))
                 return
-            except (OSError, _AmqpError) as exc:
+            except (OSError, AmqpError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             if time.monotonic() >= deadline:
                 self._force_kill(grace=5.0)
@@ -132,7 +132,7 @@ class RabbitNode(RabbitNodeCtl):
 
     def url_on(self, address: str) -> str:
         """The AMQP URL on one of the extra listen addresses (or 127.0.0.1)."""
-        if address != _HOST and address not in self.extra_listen_addresses:
+        if address != HOST and address not in self.extra_listen_addresses:
             raise ValueError(f"{self.node_name} does not listen on {address}")
         return f"amqp://guest:guest@{address}:{self.amqp_port}/"
 
@@ -176,10 +176,10 @@ class RabbitNode(RabbitNodeCtl):
         # to SIGTERM, which the rabbitmq-server wrapper script turns into a clean VM stop.
         remaining = deadline - time.monotonic()
         grace = remaining - 3.0 if ctl_ok else min(2.0, remaining)
-        if not _wait_exit(proc, grace):
+        if not wait_exit(proc, grace):
             notes.append("sent SIGTERM")
-            _signal(proc.pid, signal.SIGTERM)
-            _wait_exit(proc, deadline - time.monotonic())
+            signal_process(proc.pid, signal.SIGTERM)
+            wait_exit(proc, deadline - time.monotonic())
 
         forced = proc.poll() is None
         if forced:
@@ -228,8 +228,8 @@ class RabbitNode(RabbitNodeCtl):
     def _force_kill(self, grace: float) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            _signal(proc.pid, signal.SIGTERM)
-            _wait_exit(proc, grace)
+            signal_process(proc.pid, signal.SIGTERM)
+            wait_exit(proc, grace)
         self._reap()
 
     def _reap(self) -> None:
@@ -237,7 +237,7 @@ class RabbitNode(RabbitNodeCtl):
         proc = self._proc
         if proc is None:
             return
-        _kill_tree(proc)
+        kill_tree(proc)
         self._proc = None
         if self._finalizer is not None:
             self._finalizer.detach()

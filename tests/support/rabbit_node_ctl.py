@@ -6,7 +6,7 @@ import signal
 import subprocess
 
 from tests.support.rabbit_node_files import RabbitNodeFiles
-from tests.support.rabbit_processes import _killpg
+from tests.support.rabbit_processes import kill_group
 
 RABBITMQ_BIN_DIR = pathlib.Path("/usr/lib/rabbitmq/bin")
 
@@ -54,7 +54,7 @@ class RabbitNodeCtl(RabbitNodeFiles):
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise
         return subprocess.CompletedProcess(cmd, proc.returncode, out, None)

@@ -8,7 +8,7 @@ import re
 import secrets
 from collections.abc import Sequence
 
-from tests.support.rabbit_ports import _HOST, _pick_free_ports
+from tests.support.rabbit_ports import HOST, pick_free_ports
 
 _SHARED_NODE_SHORT_NAMES = frozenset({"rabbit"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -107,8 +107,8 @@ class RabbitNodeFiles:
         self.base_dir = pathlib.Path(base_dir).resolve()
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.node_name = self._resolve_node_name(name)
-        self.amqp_port, self.dist_port = _pick_free_ports(2)
-        self.url = f"amqp://guest:guest@{_HOST}:{self.amqp_port}/"
+        self.amqp_port, self.dist_port = pick_free_ports(2)
+        self.url = f"amqp://guest:guest@{HOST}:{self.amqp_port}/"
         self._short_name = self.node_name.split("@", 1)[0]
 
     # -- paths -----------------------------------------------------------------------
@@ -174,7 +174,7 @@ class RabbitNodeFiles:
                 f.write(secrets.token_hex(16).upper())
         # Erlang refuses a cookie readable by group/others.
         os.chmod(cookie, 0o400)
-        conf = [f"listeners.tcp.local = {_HOST}:{self.amqp_port}"]
+        conf = [f"listeners.tcp.local = {HOST}:{self.amqp_port}"]
         conf += [
             f"listeners.tcp.extra{i} = {address}:{self.amqp_port}"
             for i, address in enumerate(self.extra_listen_addresses, start=1)
@@ -203,7 +203,7 @@ class RabbitNodeFiles:
                 "HOME": str(self.home_dir),
                 "RABBITMQ_CONF_ENV_FILE": str(self.base_dir / "rabbitmq-env.conf"),
                 "RABBITMQ_NODENAME": self.node_name,
-                "RABBITMQ_NODE_IP_ADDRESS": _HOST,
+                "RABBITMQ_NODE_IP_ADDRESS": HOST,
                 "RABBITMQ_NODE_PORT": str(self.amqp_port),
                 "RABBITMQ_DIST_PORT": str(self.dist_port),
                 "RABBITMQ_CONFIG_FILE": str(self.base_dir / "rabbitmq.conf"),
@@ -225,7 +225,7 @@ class RabbitNodeFiles:
                 "RABBITMQ_UPGRADE_LOG": str(self.log_dir / f"{self.node_name}_upgrade.log"),
                 "RABBITMQ_MOTD_FILE": str(self.base_dir / "motd"),
                 # Same loopback-only distribution as the shared node's env file sets.
-                "ERL_EPMD_ADDRESS": _HOST,
+                "ERL_EPMD_ADDRESS": HOST,
                 "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
                 "ERL_CRASH_DUMP": str(self.base_dir / "erl_crash.dump"),
             }
@@ -239,6 +239,6 @@ def _listen_address(address: str) -> str:
     ip = ipaddress.IPv4Address(address)
     if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
         raise ValueError(f"not a specific local address to listen on: {address}")
-    if str(ip) == _HOST:
-        raise ValueError(f"{_HOST} is always listened on; do not list it again")
+    if str(ip) == HOST:
+        raise ValueError(f"{HOST} is always listened on; do not list it again")
     return str(ip)

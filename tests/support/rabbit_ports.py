@@ -9,7 +9,7 @@ import random
 import socket
 import time
 
-_HOST = "127.0.0.1"
+HOST = "127.0.0.1"
 # Ports we never hand out: epmd, the shared node's AMQP/TLS/management/dist ports and
 # the range the CLI tools (rabbitmqctl & co.) use for their own distribution listener.
 _RESERVED_PORTS = frozenset({4369, 5671, 5672, 15672, 25672, *range(35672, 35683)})
@@ -23,7 +23,7 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def _port_is_free(port: int, host: str = _HOST) -> bool:
+def port_is_free(port: int, host: str = HOST) -> bool:
     # SO_REUSEADDR: TIME_WAIT leftovers of a previous run don't count as "in use" (the
     # broker sets it too), a listening socket does.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -35,7 +35,7 @@ def _port_is_free(port: int, host: str = _HOST) -> bool:
     return True
 
 
-def _pick_free_ports(count: int) -> list[int]:
+def pick_free_ports(count: int) -> list[int]:
     """Free ports below the kernel's ephemeral range, so an outgoing connection cannot
     grab them between a stop() and the next start()."""
     high = _ephemeral_low() - 1
@@ -46,7 +46,7 @@ def _pick_free_ports(count: int) -> list[int]:
         port = rng.randint(low, high)
         if port in _RESERVED_PORTS or port in picked:
             continue
-        if _port_is_free(port):
+        if port_is_free(port):
             picked.append(port)
             if len(picked) == count:
                 return picked
@@ -57,7 +57,7 @@ def _wait_port_closed(port: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((_HOST, port), timeout=1.0):
+            with socket.create_connection((HOST, port), timeout=1.0):
                 pass
         except OSError:
             return True
@@ -70,7 +70,7 @@ def _epmd_has_name(short_name: str) -> bool:
     """Ask epmd (NAMES_REQ) whether a node with this short name is registered."""
     port = 4369
     try:
-        with socket.create_connection((_HOST, port), timeout=2.0) as s:
+        with socket.create_connection((HOST, port), timeout=2.0) as s:
             s.sendall(b"\x00\x01n")
             chunks = []
             while chunk := s.recv(4096):

@@ -31,7 +31,7 @@ def _proc_stat(pid: int) -> tuple[int, int, str] | None:
     return int(fields[1]), int(fields[19]), raw[lpar + 1 : rpar]
 
 
-def _descendants(root: int) -> list[tuple[int, int]]:
+def descendants(root: int) -> list[tuple[int, int]]:
     """(pid, starttime) of all descendants of ``root`` (epmd excluded: it is shared)."""
     children: dict[int, list[tuple[int, int, str]]] = {}
     for entry in os.listdir("/proc"):
@@ -50,12 +50,12 @@ def _descendants(root: int) -> list[tuple[int, int]]:
     return found
 
 
-def _kill_tree(proc: "subprocess.Popen[bytes]") -> None:
+def kill_tree(proc: "subprocess.Popen[bytes]") -> None:
     """SIGKILL the VM if still alive, then whatever it spawned (erl_child_setup and the
     port programs run in sessions of their own, so the process group is not enough)."""
-    stragglers = _descendants(proc.pid) if proc.poll() is None else []
+    stragglers = descendants(proc.pid) if proc.poll() is None else []
     if proc.poll() is None:
-        _killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid, signal.SIGKILL)
     proc.wait()
     # Port programs normally exit on their own once the VM's pipes close.
     deadline = time.monotonic() + 5.0
@@ -66,7 +66,7 @@ def _kill_tree(proc: "subprocess.Popen[bytes]") -> None:
         time.sleep(0.05)
     for pid, st in alive:
         if _same_process(pid, st):
-            _signal(pid, signal.SIGKILL)
+            signal_process(pid, signal.SIGKILL)
 
 
 def _same_process(pid: int, starttime: int) -> bool:
@@ -74,29 +74,29 @@ def _same_process(pid: int, starttime: int) -> bool:
     return stat is not None and stat[1] == starttime
 
 
-def _emergency_kill(proc: "subprocess.Popen[bytes]") -> None:
+def emergency_kill(proc: "subprocess.Popen[bytes]") -> None:
     """Finalizer (also runs at interpreter exit) for a node nobody closed."""
     if proc.poll() is None:
-        _signal(proc.pid, signal.SIGTERM)
-        _wait_exit(proc, 10.0)
-    _kill_tree(proc)
+        signal_process(proc.pid, signal.SIGTERM)
+        wait_exit(proc, 10.0)
+    kill_tree(proc)
 
 
-def _signal(pid: int, sig: signal.Signals) -> None:
+def signal_process(pid: int, sig: signal.Signals) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
 
 
-def _killpg(pgid: int, sig: signal.Signals) -> None:
+def kill_group(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
 
 
-def _wait_exit(proc: "subprocess.Popen[bytes]", timeout: float) -> bool:
+def wait_exit(proc: "subprocess.Popen[bytes]", timeout: float) -> bool:
     try:
         proc.wait(timeout=max(0.0, timeout))
     except subprocess.TimeoutExpired:
