@@ -13,6 +13,7 @@ from tests.conftest import make_settings
 from tests.support.ledger import make_events
 from tests.support.rabbit_node import RabbitNode
 from tests.support.running import api_client
+from tests.support.waiting import eventually
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,17 @@ async def test_a_broker_that_stops_confirming_gets_a_503_and_a_slow_one_does_not
     The API runs in-process against the private node; a memory alarm (a watermark of nearly
     zero) makes RabbitMQ block publishers, so confirms stop without the connection closing.
     """
-    settings = make_settings(node.url, tmp_path, confirm_timeout_s=1.0)
+    settings = make_settings(node.url, tmp_path, confirm_timeout_s=2.0)
     async with api_client(settings) as client:
-        # The whole documented batch limit, confirmed under a 1 s stall timeout.
+        # A fresh node's quorum queue on a loaded machine can take more than the stall timeout
+        # to confirm its very first message; that is not what this test is about.
+        await eventually(
+            lambda: client.post("/publish", json=make_events(1, "warm-up"), timeout=30),
+            lambda response: response.status_code == 202,
+            timeout=60,
+            what="a first 202 from the node",
+        )
+        # The whole documented batch limit, confirmed under a 2 s stall timeout.
         batch = make_events(settings.max_batch, "full-batch")
         started = time.monotonic()
         response = await client.post("/publish", json=batch, timeout=120)
@@ -43,8 +52,8 @@ async def test_a_broker_that_stops_confirming_gets_a_503_and_a_slow_one_does_not
             response = await client.post("/publish", json=make_events(5, "blocked"), timeout=30)
             took = time.monotonic() - started
             assert response.status_code == 503, response.text
-            assert "then none for 1s" in response.json()["detail"]
+            assert "then none for 2s" in response.json()["detail"]
             assert response.headers["retry-after"].isdigit()
-            assert took < 5, took
+            assert took < 6, took
         finally:
             node.ctl("set_vm_memory_high_watermark", "0.4")
