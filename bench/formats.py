@@ -26,6 +26,7 @@ import uvloop
 
 from aggregator.settings import Settings
 from bench import report
+from bench.chart import spread
 from bench.format_loads import CONCURRENCY, FORMATS, build, load
 from bench.runner import (
     cpu_seconds,
@@ -111,7 +112,7 @@ def table(values: dict[str, list[float]]) -> str:
     lines = ["| figure | min | median | max | unit |", "|---|---:|---:|---:|---|"]
     for key, label, unit in report.SINGLE:
         if key.startswith("formats.") and key in values:
-            low, mid, high = report.spread(values[key])
+            low, mid, high = spread(values[key])
             lines.append(f"| {label} | {low:,.1f} | {mid:,.1f} | {high:,.1f} | {unit} |")
     lines += [
         "",
@@ -121,7 +122,7 @@ def table(values: dict[str, list[float]]) -> str:
     for comparison in report.COMPARISONS:
         shares = report.ratios(values, comparison)
         if comparison.product.startswith("formats.") and shares:
-            low, mid, high = report.spread(shares)
+            low, mid, high = spread(shares)
             target = f"{'≤' if comparison.at_most else '≥'} {comparison.target:.2f}"
             lines.append(f"| {comparison.label} | {low:.2f} | {mid:.2f} | {high:.2f} | {target} |")
     return "\n".join(lines)
