@@ -4,8 +4,9 @@ In one run, against one broker, on the same events: the raw limits with no produ
 (aio-pika publishing with pipelined confirms, consuming with batched acks, aiosqlite batched
 inserts, the raw pipeline, a raw HTTP gateway plus the raw pipeline end to end) and the
 product's figures (HTTP ingest, worker drain, end to end, single-event latency, worker RSS
-over a long drain). Each repeat runs every figure once; the table gives min/median/max over
-repeats and each product figure as a ratio of its raw figure from the same run.
+over a long drain, single events at saturation beside the bare gateway). Each repeat runs
+every figure once; the table gives min/median/max over repeats and each product figure as a
+ratio of its raw figure from the same run.
 
 ``--only formats,latency`` runs some groups of figures alone; such a partial run leaves README.md
 and ``latest.*`` alone and writes ``partial.{json,md}`` (and ``partial.png``) instead.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.settings import Settings
-from bench import formats
+from bench import formats, single
 from bench.figures import Figures, check, log
 from bench.latency import latency
 from bench.product import product_drain, product_end_to_end, product_ingest
@@ -33,9 +34,9 @@ from bench.rss import worker_rss
 from bench.runner import delete_names, fresh_settings
 
 # The groups of figures, in the order a repeat runs them. A group holds both sides of the
-# comparisons it alone makes (end_to_end: the raw gateway + pipeline and the product; latency:
-# the raw gateway and the API); ingest and drain compare with the raw group.
-GROUPS = ("raw", "ingest", "drain", "end_to_end", "formats", "latency", "rss")
+# comparisons it alone makes (end_to_end: the raw gateway + pipeline and the product; latency
+# and single: the raw gateway and the API); ingest and drain compare with the raw group.
+GROUPS = ("raw", "ingest", "drain", "end_to_end", "formats", "latency", "single", "rss")
 
 
 def groups(text: str) -> tuple[str, ...]:
@@ -92,6 +93,8 @@ async def run(args: argparse.Namespace) -> Figures:
                             figures,
                             raw_gateway=raw_gateway,
                         )
+                if "single" in wanted:
+                    await single.measure(fresh, args.events, seed, work, figures)
             if "rss" in wanted and args.rss_events:
                 await worker_rss(fresh(), args.rss_events, 99, work, figures)
         finally:

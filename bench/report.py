@@ -78,6 +78,22 @@ COMPARISONS = (
         "µs",
         at_most=True,
     ),
+    # Issue 11: single events as cheap as a bare gateway, at saturation.
+    Comparison(
+        "single-event POST /publish rate vs bare gateway (saturated)",
+        "product.single_rps",
+        "raw.single_rps",
+        0.95,
+        "requests/s",
+    ),
+    Comparison(
+        "single-event API CPU per request vs bare gateway",
+        "product.single_cpu_us",
+        "raw.single_cpu_us",
+        1.2,
+        "µs",
+        at_most=True,
+    ),
 )
 
 SINGLE = (
@@ -100,6 +116,10 @@ SINGLE = (
     ("formats.native_cpu_us", "formats: API CPU per event, POST /publish", "µs"),
     ("formats.otlp_cpu_us", "formats: API CPU per event, OTLP protobuf", "µs"),
     ("formats.ndjson_cpu_us", "formats: API CPU per event, NDJSON records", "µs"),
+    ("raw.single_rps", "raw gateway: single-event POSTs, 32 connections, closed loop", "req/s"),
+    ("product.single_rps", "product: single-event POST /publish, the same", "req/s"),
+    ("raw.single_cpu_us", "raw gateway: server CPU per single-event request", "µs"),
+    ("product.single_cpu_us", "product: API CPU per single-event request", "µs"),
     ("raw.latency_p50_ms", "raw gateway: single-event POST p50", "ms"),
     ("raw.latency_p99_ms", "raw gateway: single-event POST p99", "ms"),
     ("product.latency_p50_ms", "product: single-event POST p50", "ms"),
