@@ -16,26 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
 import uvloop
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from aggregator.settings import Settings
 from bench import report
-from bench.events import TOPICS, make_workload
+from bench.chart import spread
+from bench.format_loads import CONCURRENCY, FORMATS, build, load
 from bench.runner import (
+    cpu_seconds,
     delete_names,
     env_for,
     fresh_settings,
@@ -45,165 +39,9 @@ from bench.runner import (
     wait_http,
 )
 
-FORMATS = ("native", "otlp", "ndjson")
-BATCH = 1000
-CONCURRENCY = 4
-# 2026-11-24T10:00:00Z, in the units each format uses.
-START_S = 1_795_514_400
-PAD = "x" * 40
-
-
-@dataclass(frozen=True)
-class Request:
-    path: str
-    body: bytes
-    content_type: str
-    events: int
-
-
-def build(fmt: str, count: int, seed: int) -> list[Request]:
-    """Every request of a load of ``count`` events in ``fmt``, in sending order."""
-    chunks = [range(first, min(first + BATCH, count)) for first in range(0, count, BATCH)]
-    if fmt == "native":
-        bodies = make_workload(count, seed=seed).bodies
-        return [
-            Request(
-                "/publish",
-                b"[" + b",".join(bodies[i] for i in chunk) + b"]",
-                "application/json",
-                len(chunk),
-            )
-            for chunk in chunks
-        ]
-    if fmt == "otlp":
-        return [
-            Request("/v1/logs", _otlp(chunk, seed), "application/x-protobuf", len(chunk))
-            for chunk in chunks
-        ]
-    if fmt == "ndjson":
-        return [
-            Request(
-                f"/ingest/{TOPICS[number % len(TOPICS)]}",
-                _ndjson(chunk, seed),
-                "application/x-ndjson",
-                len(chunk),
-            )
-            for number, chunk in enumerate(chunks)
-        ]
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-def _value(text: str | int) -> AnyValue:
-    return AnyValue(int_value=text) if isinstance(text, int) else AnyValue(string_value=text)
-
-
-def _otlp(chunk: range, seed: int) -> bytes:
-    services: dict[int, list[LogRecord]] = {}
-    for i in chunk:
-        services.setdefault(i % len(TOPICS), []).append(
-            LogRecord(
-                time_unix_nano=START_S * 10**9 + i * 1000,
-                severity_number=9,  # type: ignore[arg-type]
-                severity_text="INFO",
-                body=_value("user action recorded"),
-                attributes=[
-                    KeyValue(key="n", value=_value(i)),
-                    KeyValue(key="seed", value=_value(seed)),
-                    KeyValue(key="pad", value=_value(PAD)),
-                ],
-            )
-        )
-    request = ExportLogsServiceRequest(
-        resource_logs=[
-            ResourceLogs(
-                resource=Resource(
-                    attributes=[KeyValue(key="service.name", value=_value(f"svc-{k}"))]
-                ),
-                scope_logs=[
-                    ScopeLogs(
-                        scope=InstrumentationScope(name="app", version="1.0"), log_records=records
-                    )
-                ],
-            )
-            for k, records in services.items()
-        ]
-    )
-    return request.SerializeToString()
-
-
-def _ndjson(chunk: range, seed: int) -> bytes:
-    return b"".join(
-        orjson.dumps(
-            {
-                "date": START_S + i / 1000,
-                "log": "user action recorded",
-                "level": "info",
-                "n": i,
-                "seed": seed,
-                "pad": PAD,
-            }
-        )
-        + b"\n"
-        for i in chunk
-    )
-
-
-async def load(url: str, requests: list[Request], concurrency: int) -> dict[str, float]:
-    """Send every request, ``concurrency`` in flight, one connection each; retry a 503 or 429
-    after its Retry-After. Returns events/s from the first send to the last answer."""
-    queue: asyncio.Queue[Request] = asyncio.Queue()
-    for request in requests:
-        queue.put_nowait(request)
-    confirmed = 0
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal confirmed
-        while not queue.empty():
-            request = queue.get_nowait()
-            while True:
-                response = await client.post(
-                    request.path,
-                    content=request.body,
-                    headers={"content-type": request.content_type},
-                )
-                if response.status_code not in (429, 503):
-                    break
-                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-            if not response.is_success or b"partialSuccess" in response.content:
-                raise RuntimeError(
-                    f"POST {request.path}: {response.status_code} {response.text[:300]}"
-                )
-            confirmed += request.events
-
-    clients = [
-        httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=1))
-        for _ in range(concurrency)
-    ]
-    started_at = time.time()
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(worker(client) for client in clients))
-    finally:
-        for client in clients:
-            await client.aclose()
-    elapsed = time.perf_counter() - started
-    return {
-        "events_per_s": confirmed / elapsed,
-        "confirmed": confirmed,
-        "requests": len(requests),
-        "started_at": started_at,
-    }
-
-
 # Each format twice per repeat, in mirrored order: a machine that slows down or speeds up
 # during the repeat (other work on it) weighs on every format alike.
 ORDER = (*FORMATS, *reversed(FORMATS))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(
@@ -274,7 +112,7 @@ def table(values: dict[str, list[float]]) -> str:
     lines = ["| figure | min | median | max | unit |", "|---|---:|---:|---:|---|"]
     for key, label, unit in report.SINGLE:
         if key.startswith("formats.") and key in values:
-            low, mid, high = report.spread(values[key])
+            low, mid, high = spread(values[key])
             lines.append(f"| {label} | {low:,.1f} | {mid:,.1f} | {high:,.1f} | {unit} |")
     lines += [
         "",
@@ -284,7 +122,7 @@ def table(values: dict[str, list[float]]) -> str:
     for comparison in report.COMPARISONS:
         shares = report.ratios(values, comparison)
         if comparison.product.startswith("formats.") and shares:
-            low, mid, high = report.spread(shares)
+            low, mid, high = spread(shares)
             target = f"{'≤' if comparison.at_most else '≥'} {comparison.target:.2f}"
             lines.append(f"| {comparison.label} | {low:.2f} | {mid:.2f} | {high:.2f} | {target} |")
     return "\n".join(lines)

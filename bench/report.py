@@ -13,6 +13,8 @@ from pathlib import Path
 
 import orjson
 
+from bench.chart import chart, spread
+
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 
@@ -76,6 +78,22 @@ COMPARISONS = (
         "µs",
         at_most=True,
     ),
+    # Issue 11: single events as cheap as a bare gateway, at saturation.
+    Comparison(
+        "single-event POST /publish rate vs bare gateway (saturated)",
+        "product.single_rps",
+        "raw.single_rps",
+        0.95,
+        "requests/s",
+    ),
+    Comparison(
+        "single-event API CPU per request vs bare gateway",
+        "product.single_cpu_us",
+        "raw.single_cpu_us",
+        1.2,
+        "µs",
+        at_most=True,
+    ),
 )
 
 SINGLE = (
@@ -98,6 +116,10 @@ SINGLE = (
     ("formats.native_cpu_us", "formats: API CPU per event, POST /publish", "µs"),
     ("formats.otlp_cpu_us", "formats: API CPU per event, OTLP protobuf", "µs"),
     ("formats.ndjson_cpu_us", "formats: API CPU per event, NDJSON records", "µs"),
+    ("raw.single_rps", "raw gateway: single-event POSTs, 32 connections, closed loop", "req/s"),
+    ("product.single_rps", "product: single-event POST /publish, the same", "req/s"),
+    ("raw.single_cpu_us", "raw gateway: server CPU per single-event request", "µs"),
+    ("product.single_cpu_us", "product: API CPU per single-event request", "µs"),
     ("raw.latency_p50_ms", "raw gateway: single-event POST p50", "ms"),
     ("raw.latency_p99_ms", "raw gateway: single-event POST p99", "ms"),
     ("product.latency_p50_ms", "product: single-event POST p50", "ms"),
@@ -107,10 +129,6 @@ SINGLE = (
     ("product.worker_rss_end_mb", "product: worker RSS after the long drain", "MB"),
     ("product.worker_rss_peak_mb", "product: worker RSS peak during it", "MB"),
 )
-
-
-def spread(values: list[float]) -> tuple[float, float, float]:
-    return min(values), statistics.median(values), max(values)
 
 
 def _row(*cells: str) -> str:
@@ -127,13 +145,15 @@ def ratios(values: dict[str, list[float]], comparison: Comparison) -> list[float
 
 
 def table(values: dict[str, list[float]], args: argparse.Namespace, took_s: float) -> str:
-    repeats = len(values.get("raw.pipeline", [])) or 1
+    repeats = max((len(v) for v in values.values()), default=1)
+    only = getattr(args, "only", None)
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
         f"{args.queue_type} queues, {args.events:,} events of ~220 bytes per throughput figure "
         f"(30% duplicates), {repeats} repeat(s), min / median / max; "
-        f"the whole run took {took_s / 60:.1f} min.",
+        f"the whole run took {took_s / 60:.1f} min."
+        + (f" Only {', '.join(only)}: a partial run." if only else ""),
         "",
         "| figure | min | median | max | unit |",
         "|---|---:|---:|---:|---|",
@@ -142,82 +162,41 @@ def table(values: dict[str, list[float]], args: argparse.Namespace, took_s: floa
         if key in values:
             low, mid, high = spread(values[key])
             lines.append(_row(label, _fmt(low), _fmt(mid), _fmt(high), unit))
-    lines += [
-        "",
-        _row("product as a share of the raw limit (same repeat)", "min", "median", "max")
-        + " target | met |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
+    shares_rows = []
     for comparison in COMPARISONS:
         shares = ratios(values, comparison)
-        if shares:
+        if shares:  # a comparison whose figures were not measured (--only) has no row
             low, mid, high = spread(shares)
             at_most = comparison.at_most
             reached = mid <= comparison.target if at_most else mid >= comparison.target
             met = "yes" if reached else "no"
             target = f"{'≤' if at_most else '≥'} {comparison.target:.2f}"
-            lines.append(
+            shares_rows.append(
                 _row(comparison.label, f"{low:.2f}", f"{mid:.2f}", f"{high:.2f}", target, met)
             )
-    if "product.latency_p99_ms" in values:
+    p99_measured = "product.latency_p99_ms" in values
+    rss_measured = "product.worker_rss_end_mb" in values
+    if shares_rows or p99_measured or rss_measured:
+        lines += [
+            "",
+            _row("product as a share of the raw limit (same repeat)", "min", "median", "max")
+            + " target | met |",
+            "|---|---:|---:|---:|---:|---|",
+            *shares_rows,
+        ]
+    if p99_measured:
         p99 = statistics.median(values["product.latency_p99_ms"])
         rate = statistics.median(values.get("product.latency_rate", [0]))
         label = f"single-event p99 at {args.latency_rate:g} req/s (achieved {rate:,.0f}/s)"
         met = "yes" if p99 <= 20 else "no"
         lines.append(_row(label, "", f"{p99:.1f} ms", "", "≤ 20 ms", met))
-    if "product.worker_rss_end_mb" in values:
+    if rss_measured:
         growth = values["product.worker_rss_end_mb"][-1] - values["product.worker_rss_start_mb"][-1]
         events = int(values["product.worker_rss_events"][-1])
         met = "yes" if abs(growth) <= 50 else "no"
         label = f"worker RSS growth over {events:,} events"
         lines.append(_row(label, "", f"{growth:+.1f} MB", "", "≤ 50 MB", met))
     return "\n".join(lines)
-
-
-def chart(values: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pairs = [
-        ("publish /\nHTTP ingest", "raw.publish_confirmed", "product.ingest_http"),
-        ("pipeline /\nworker drain", "raw.pipeline", "product.drain"),
-        ("end to end", "raw.end_to_end", "product.end_to_end"),
-        ("consume /\n2-worker drain", "raw.consume_batched_acks", "product.drain_2_workers"),
-    ]
-    pairs = [p for p in pairs if p[1] in values and p[2] in values]
-    figure, axis = plt.subplots(figsize=(8, 4.2), dpi=110)
-    width = 0.38
-    for offset, (which, color, label) in enumerate(
-        ((1, "#9aa5b1", "raw limit (no product code)"), (2, "#2f6fdf", "product"))
-    ):
-        mids, lows, highs = [], [], []
-        for pair in pairs:
-            low, mid, high = spread(values[pair[which]])
-            mids.append(mid)
-            lows.append(mid - low)
-            highs.append(high - mid)
-        xs = [i + (offset - 0.5) * width for i in range(len(pairs))]
-        axis.bar(xs, mids, width, yerr=[lows, highs], capsize=4, color=color, label=label)
-        for x, mid in zip(xs, mids, strict=True):
-            axis.annotate(
-                f"{mid:,.0f}",
-                (x, mid),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                xytext=(0, 3),
-                textcoords="offset points",
-            )
-    axis.set_xticks(range(len(pairs)), [p[0] for p in pairs])
-    axis.set_ylabel("events per second (median, min–max)")
-    axis.set_title("Product vs the raw limit of its stack, same run, same broker")
-    axis.legend(loc="upper left", fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
 
 
 def write_report(
@@ -228,24 +207,27 @@ def write_report(
     out: Path,
     readme: Path | None,
     took_s: float,
+    stem: str = "latest",
 ) -> str:
+    """The table on stdout, ``out/STEM.{json,md,png}`` (no PNG without a pair to draw), and
+    the table in ``readme`` between its markers when one is given."""
     out.mkdir(parents=True, exist_ok=True)
     text = table(values, args, took_s)
     sys.stdout.write(text + "\n")
-    (out / "latest.json").write_bytes(
+    (out / f"{stem}.json").write_bytes(
         orjson.dumps(
             {
                 "measured_at": datetime.now(UTC).isoformat(),
                 "arguments": {k: str(v) for k, v in vars(args).items()},
                 "figures": values,
                 "checks": checks,
-                "ratios": {c.label: ratios(values, c) for c in COMPARISONS},
+                "ratios": {c.label: ratios(values, c) for c in COMPARISONS if ratios(values, c)},
             },
             option=orjson.OPT_INDENT_2,
         )
     )
-    (out / "latest.md").write_text(text + "\n")
-    chart(values, out / "latest.png")
+    (out / f"{stem}.md").write_text(text + "\n")
+    chart(values, out / f"{stem}.png")
     if readme is not None and readme.is_file():
         content = readme.read_text()
         if README_START in content and README_END in content:
