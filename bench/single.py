@@ -1,5 +1,7 @@
-"""Single events at saturation (issue 11): the product's ``POST /publish`` of one event beside the
-bare gateway (``bench/raw_gateway.py``), in the same repeat, against the same broker.
+"""Single events at saturation (issue 11): the product's ``POST /publish`` of one event beside
+two bare gateways (``bench/raw_gateway.py``), in the same repeat, against the same broker: the
+bare FastAPI + aio-pika gateway the issue's targets are set against, and the bare ASGI one, the
+least the stack can do.
 
 A closed loop: ``CONCURRENCY`` keep-alive connections, each sending its next request as soon as
 the last one is answered, one event a request, a fixed number of requests in all. Both servers
@@ -48,8 +50,10 @@ from bench.runner import (
 CONCURRENCY = 32  # bench/report.py's row names it
 WARMUP = 500
 # Each server twice per repeat, in mirrored order: a machine that slows down or speeds up
-# during the repeat weighs on both alike.
-ORDER = ("raw", "product", "product", "raw")
+# during the repeat weighs on all alike. "raw" is the bare ASGI gateway, "fastapi" the bare
+# FastAPI one.
+SERVERS = ("raw", "fastapi", "product")
+ORDER = (*SERVERS, *reversed(SERVERS))
 
 
 class Connection(asyncio.Protocol):
@@ -163,24 +167,26 @@ def load_args(url: str, count: int, seed: int) -> list[str]:
 async def measure(
     fresh: Callable[..., Settings], count: int, seed: int, work: Path, figures: Figures
 ) -> None:
-    """One repeat: each server twice, ``count // 4`` requests a run, so half a throughput
-    figure's events per server (one event a request is slow: the four runs of 12,500 take one
-    to two minutes on 2 cores).
+    """One repeat: each server twice, ``count // 6`` requests a run, so a third of a throughput
+    figure's events per server (one event a request is slow: the six runs of 8,333 take one to
+    two minutes on 2 cores).
 
-    Adds ``raw.single_rps`` and ``product.single_rps`` (requests/s, the mean of the two runs)
-    and ``raw.single_cpu_us`` and ``product.single_cpu_us`` (server CPU time per request).
+    Adds ``<server>.single_rps`` (requests/s, the mean of the two runs) and
+    ``<server>.single_cpu_us`` (server CPU time per request) for each of ``SERVERS``.
     """
-    rates: dict[str, list[float]] = {"raw": [], "product": []}
-    cpu = {"raw": 0.0, "product": 0.0}
-    each = max(count // 4, 1)
+    rates: dict[str, list[float]] = {server: [] for server in SERVERS}
+    cpu = dict.fromkeys(SERVERS, 0.0)
+    each = max(count // len(ORDER), 1)
     for run, server in enumerate(ORDER):
         # The API as users run it: the default settings (loopback, AGG_AUTH on without a keys
         # file, no rate limit, access log off), at the default log level.
         settings = fresh(log_level="INFO")
         url = f"http://127.0.0.1:{settings.port}"
-        if server == "raw":
+        if server in ("raw", "fastapi"):
             await declare_plain(settings)
             command, health = raw_gateway_args(settings), f"{url}/"
+            if server == "fastapi":
+                command.append("--fastapi")
         else:
             command, health = ["-m", "api"], f"{url}/readyz"
         log_path = work / f"{server}-single-{run}.log"
@@ -196,7 +202,7 @@ async def measure(
         depth = await queue_depth(settings.amqp_url, settings.queue)
         check(figures, f"{server} single-event queue depth", WARMUP + each, depth)
         await delete_names(settings)
-    for server in ("raw", "product"):
+    for server in SERVERS:
         figures.add(f"{server}.single_rps", sum(rates[server]) / len(rates[server]))
         figures.add(f"{server}.single_cpu_us", cpu[server] / (each * len(rates[server])) * 1e6)
 
