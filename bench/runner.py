@@ -25,8 +25,10 @@ import orjson
 
 from aggregator.connection import connect_once
 from aggregator.settings import Settings
-from aggregator.store import SqliteStore, Stats
-from aggregator.topology import delete_topology
+from aggregator.store import SqliteStore, Stats, open_store
+from aggregator.topology import declare_topology, delete_topology
+from bench import raw
+from bench.events import Workload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,3 +174,71 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def prefill_product_queue(settings: Settings, workload: Workload) -> None:
+    """Declare the product's topology (quorum, dead-lettering) and publish ``workload`` into it.
+
+    Through the first node of ``settings.amqp_url``, with the raw publisher's speed.
+    """
+    connection = await connect_once(settings)
+    async with connection:
+        await declare_topology(await connection.channel(), settings)
+    await raw.publish_to(settings.amqp_urls[0], settings.exchange, workload, window=1000)
+
+
+def drain_rate(start: tuple[float, int], end: tuple[float, int]) -> float:
+    """Events per second between two (time, ``received``) readings of the store."""
+    (started_at, received_then), (ended_at, received_at_end) = start, end
+    if received_then >= received_at_end or ended_at <= started_at:
+        raise RuntimeError(
+            f"nothing left to time: {received_then} of {received_at_end} were received before"
+            " every worker consumed; measure with more events"
+        )
+    return (received_at_end - received_then) / (ended_at - started_at)
+
+
+async def timed_drain(
+    settings: Settings, count: int, workers: int, log_path: Path, timeout: float = 600.0
+) -> float:
+    """``python -m worker --workers N`` drains a pre-filled queue into the settings' store.
+
+    Events per second from the first reading at which all N consumers are on the queue and
+    something is stored, to the reading at which ``received`` reaches ``count``: the workers'
+    start-up (and the first of them draining alone while the others start) is left out.
+    """
+    command = ["-m", "worker", "--workers", str(workers)]
+    connection = await connect_once(settings)
+    async with connection:
+        channel = await connection.channel()
+        store = await open_store(settings)
+        try:
+            with process(command, env_for(settings), log_path) as worker:
+                start: tuple[float, int] | None = None
+                attached = False
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"the worker exited with {worker.returncode}")
+                    if not attached:
+                        queue = await channel.declare_queue(settings.queue, passive=True)
+                        attached = (queue.declaration_result.consumer_count or 0) >= workers
+                    received = (await store.stats()).received
+                    now = time.time()
+                    if attached and start is None and received:
+                        start = (now, received)
+                    if received >= count:
+                        return drain_rate(start or (now, received), (now, received))
+                    await asyncio.sleep(0.02)  # poll interval, with a deadline
+                raise RuntimeError(f"the store did not reach {count} received in {timeout:g}s")
+        finally:
+            await store.close()
+
+
+async def read_store_stats(settings: Settings) -> Stats:
+    """The counters of the settings' store (SQLite or PostgreSQL)."""
+    store = await open_store(settings)
+    try:
+        return await store.stats()
+    finally:
+        await store.close()
