@@ -1,0 +1,243 @@
+"""``python -m bench.postgres``: the worker on a PostgreSQL store beside asyncpg's raw limit.
+
+Issue 9 (PostgreSQL as the shared store), on the workload of ``product.drain``: a pre-filled
+queue of ``--events`` deliveries, 30% of them duplicates, and one PostgreSQL server. In each
+repeat, on a fresh database and fresh queue each:
+
+* ``postgres.raw_pipeline``: no product code. A bare aio-pika consumer, one asyncpg
+  ``INSERT ... SELECT * FROM unnest(...) ON CONFLICT DO NOTHING`` per 1,000 deliveries on a
+  table keyed like the product's (topic, event_id; the payload as ``jsonb``), then one
+  ``ack(multiple=True)``: what the stack gives with nothing in between.
+* ``postgres.drain``, ``postgres.drain_2_workers``, ``postgres.drain_4_workers``: ``python -m
+  worker --workers N`` with ``AGG_STORE_URL`` on the database, timed once every worker consumes
+  (``bench.runner.timed_drain``).
+
+The order of the four rotates from one repeat to the next. After each, PostgreSQL is asked:
+the table holds exactly the workload's distinct events, each once, and (for the product)
+``/stats``'s counters are exact. A count that differs fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from aggregator.settings import Settings
+from bench import raw
+from bench.events import Workload, make_workload
+from bench.report import Comparison
+from bench.runner import (
+    delete_names,
+    fresh_settings,
+    prefill_product_queue,
+    read_store_stats,
+    timed_drain,
+)
+from bench.tables import markdown
+
+log = logging.getLogger("bench.postgres")
+
+DUP_RATE = 0.3
+WORKERS = (1, 2, 4)
+DATABASE_PREFIX = "agg_bench_"
+ADMIN_URL = os.environ.get("AGG_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+RAW_SCHEMA = (
+    "CREATE TABLE events (topic text NOT NULL, event_id text NOT NULL, timestamp text NOT NULL,"
+    " source text NOT NULL, payload jsonb NOT NULL, PRIMARY KEY (topic, event_id))"
+)
+RAW_INSERT = (
+    "INSERT INTO events SELECT * FROM"
+    " unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])"
+    " ON CONFLICT DO NOTHING"
+)
+
+ROWS = (
+    (
+        "postgres.raw_pipeline",
+        "raw: queue → asyncpg unnest insert, on conflict do nothing → ack",
+        "events/s",
+    ),
+    ("postgres.drain", "product: worker drains into PostgreSQL", "events/s"),
+    ("postgres.drain_2_workers", "product: the same with `--workers 2`", "events/s"),
+    ("postgres.drain_4_workers", "product: the same with `--workers 4`", "events/s"),
+)
+
+COMPARISONS = (
+    Comparison(
+        "PostgreSQL: worker drain vs raw asyncpg pipeline",
+        "postgres.drain",
+        "postgres.raw_pipeline",
+        0.9,
+    ),
+    Comparison("PostgreSQL: 2 workers vs 1", "postgres.drain_2_workers", "postgres.drain", 1.5),
+    Comparison("PostgreSQL: 4 workers vs 1", "postgres.drain_4_workers", "postgres.drain", 1.5),
+)
+
+
+class CountMismatch(AssertionError):
+    """A run stored other events than it was sent: its figure means nothing."""
+
+
+def check(what: str, expected: object, actual: object) -> None:
+    if expected != actual:
+        raise CountMismatch(f"{what}: expected {expected}, got {actual}")
+    log.info("%s: %s as expected", what, actual)
+
+
+def figure_name(workers: int) -> str:
+    return "postgres.drain" if workers == 1 else f"postgres.drain_{workers}_workers"
+
+
+def rotated(items: tuple[int, ...], repeat: int) -> list[int]:
+    """``items`` starting at ``repeat`` (mod its length): each goes first in turn."""
+    shift = repeat % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def identities(workload: Workload) -> set[tuple[str, str]]:
+    """The (topic, event_id) of every distinct event of the workload."""
+    found = set()
+    for body in workload.bodies:
+        event = orjson.loads(body)
+        found.add((str(event["topic"]), str(event["event_id"])))
+    return found
+
+
+async def check_stored(url: str, workload: Workload, what: str) -> None:
+    """The events table holds exactly the workload's distinct events, each once."""
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT topic, event_id FROM events")
+    finally:
+        await connection.close()
+    stored = [(str(row[0]), str(row[1])) for row in rows]
+    check(f"{what} rows", workload.distinct, len(stored))
+    # Rows the workload does not have, or workload events with no row: none.
+    check(f"{what} rows differing from the workload's", 0, len(identities(workload) ^ set(stored)))
+
+
+async def create_database(admin_url: str) -> str:
+    """A new, empty database on the admin URL's server; its URL."""
+    name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return urlsplit(admin_url)._replace(path=f"/{name}").geturl()
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    if not name.startswith(DATABASE_PREFIX):
+        raise ValueError(f"refusing to drop {name!r}: not a database this bench made")
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def raw_pipeline(amqp_url: str, queue: str, db_url: str, count: int) -> float:
+    """Pre-filled queue → one unnest insert-or-nothing statement per batch → ack."""
+    connection = await asyncpg.connect(db_url)
+    try:
+        await connection.execute(RAW_SCHEMA)
+
+        async def write(taken: list[AbstractIncomingMessage]) -> None:
+            rows = [raw.row_of(message.body) for message in taken]
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            await connection.execute(RAW_INSERT, *columns)
+
+        return await raw.consume_into(amqp_url, queue, count, write)
+    finally:
+        await connection.close()
+
+
+async def measure_raw(settings: Settings, workload: Workload, db_url: str) -> float:
+    # A plain quorum queue, as raw.pipeline consumes from.
+    await raw.publish(
+        settings.amqp_url, settings.exchange, settings.queue, settings.queue_type, workload, 1000
+    )
+    rate = await raw_pipeline(settings.amqp_url, settings.queue, db_url, workload.count)
+    await check_stored(db_url, workload, "raw pipeline")
+    return rate
+
+
+async def measure_drain(
+    settings: Settings, workload: Workload, db_url: str, workers: int, work: Path
+) -> float:
+    await prefill_product_queue(settings, workload)
+    rate = await timed_drain(settings, workload.count, workers, work / f"worker-{workers}.log")
+    what = f"postgres drain, {workers} worker(s)"
+    stats = await read_store_stats(settings)
+    check(f"{what} received", workload.count, stats.received)
+    check(f"{what} unique", workload.distinct, stats.unique_processed)
+    check(f"{what} duplicates", workload.count - workload.distinct, stats.duplicate_dropped)
+    check(f"{what} dead-lettered", 0, stats.dead_lettered)
+    await check_stored(db_url, workload, what)
+    return rate
+
+
+async def figures(
+    amqp_url: str, events: int, repeats: int, *, admin_url: str = ADMIN_URL
+) -> dict[str, list[float]]:
+    """Every figure of this module, one value per repeat; raises CountMismatch on a bad count."""
+    values: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="agg-bench-pg-") as tmp:
+        work = Path(tmp)
+        for repeat in range(repeats):
+            workload = make_workload(events, dup_rate=DUP_RATE, seed=1000 + repeat)
+            for workers in rotated((0, *WORKERS), repeat):
+                settings = fresh_settings(amqp_url, work, Settings().queue_type)
+                db_url = await create_database(admin_url)
+                settings = settings.model_copy(update={"store_url": db_url})
+                try:
+                    if workers == 0:
+                        rate = await measure_raw(settings, workload, db_url)
+                    else:
+                        rate = await measure_drain(settings, workload, db_url, workers, work)
+                finally:
+                    await delete_names(settings)
+                    await drop_database(admin_url, db_url)
+                name = "postgres.raw_pipeline" if workers == 0 else figure_name(workers)
+                values.setdefault(name, []).append(rate)
+                log.info("repeat %d: %-26s %10.1f", repeat + 1, name, rate)
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.postgres", description=__doc__)
+    parser.add_argument("--events", type=int, default=50_000, help="deliveries per figure")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--amqp-url", default=Settings().amqp_url)
+    parser.add_argument("--admin-url", default=ADMIN_URL, help="a PostgreSQL superuser's URL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    started = time.monotonic()
+    values = asyncio.run(
+        figures(args.amqp_url, args.events, args.repeats, admin_url=args.admin_url)
+    )
+    text = markdown(values, ROWS, COMPARISONS)
+    sys.stdout.write(
+        f"{args.events:,} deliveries (30% duplicates) per figure, {args.repeats} repeat(s), "
+        f"{os.cpu_count()} cores; took {time.monotonic() - started:.0f} s\n\n{text}\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
