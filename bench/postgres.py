@@ -39,6 +39,7 @@ from bench import raw
 from bench.events import Workload, make_workload
 from bench.report import Comparison
 from bench.runner import (
+    Drain,
     delete_names,
     fresh_settings,
     prefill_product_queue,
@@ -73,6 +74,10 @@ ROWS = (
     ("postgres.drain", "product: worker drains into PostgreSQL", "events/s"),
     ("postgres.drain_2_workers", "product: the same with `--workers 2`", "events/s"),
     ("postgres.drain_4_workers", "product: the same with `--workers 4`", "events/s"),
+    ("postgres.raw_pipeline_cpu_us", "raw pipeline: its process's CPU per event", "µs"),
+    ("postgres.drain_cpu_us", "product: the worker's CPU per event", "µs"),
+    ("postgres.drain_2_workers_cpu_us", "product: 2 workers' CPU per event", "µs"),
+    ("postgres.drain_4_workers_cpu_us", "product: 4 workers' CPU per event", "µs"),
 )
 
 COMPARISONS = (
@@ -84,6 +89,24 @@ COMPARISONS = (
     ),
     Comparison("PostgreSQL: 2 workers vs 1", "postgres.drain_2_workers", "postgres.drain", 1.5),
     Comparison("PostgreSQL: 4 workers vs 1", "postgres.drain_4_workers", "postgres.drain", 1.5),
+    # The client side's CPU per event (PostgreSQL's and RabbitMQ's not counted): steadier than
+    # the rates on a machine shared with other work.
+    Comparison(
+        "PostgreSQL: worker CPU per event vs the raw pipeline's",
+        "postgres.drain_cpu_us",
+        "postgres.raw_pipeline_cpu_us",
+        1.2,
+        "µs",
+        at_most=True,
+    ),
+    Comparison(
+        "PostgreSQL: 4 workers' CPU per event vs 1 worker's",
+        "postgres.drain_4_workers_cpu_us",
+        "postgres.drain_cpu_us",
+        1.2,
+        "µs",
+        at_most=True,
+    ),
 )
 
 
@@ -167,21 +190,23 @@ async def raw_pipeline(amqp_url: str, queue: str, db_url: str, count: int) -> fl
         await connection.close()
 
 
-async def measure_raw(settings: Settings, workload: Workload, db_url: str) -> float:
+async def measure_raw(settings: Settings, workload: Workload, db_url: str) -> Drain:
     # A plain quorum queue, as raw.pipeline consumes from.
     await raw.publish(
         settings.amqp_url, settings.exchange, settings.queue, settings.queue_type, workload, 1000
     )
+    cpu_started = time.process_time()  # this process runs nothing else meanwhile
     rate = await raw_pipeline(settings.amqp_url, settings.queue, db_url, workload.count)
+    cpu_us = (time.process_time() - cpu_started) / workload.count * 1e6
     await check_stored(db_url, workload, "raw pipeline")
-    return rate
+    return Drain(rate, cpu_us)
 
 
 async def measure_drain(
     settings: Settings, workload: Workload, db_url: str, workers: int, work: Path
-) -> float:
+) -> Drain:
     await prefill_product_queue(settings, workload)
-    rate = await timed_drain(settings, workload.count, workers, work / f"worker-{workers}.log")
+    drain = await timed_drain(settings, workload.count, workers, work / f"worker-{workers}.log")
     what = f"postgres drain, {workers} worker(s)"
     stats = await read_store_stats(settings)
     check(f"{what} received", workload.count, stats.received)
@@ -189,7 +214,7 @@ async def measure_drain(
     check(f"{what} duplicates", workload.count - workload.distinct, stats.duplicate_dropped)
     check(f"{what} dead-lettered", 0, stats.dead_lettered)
     await check_stored(db_url, workload, what)
-    return rate
+    return drain
 
 
 async def figures(
@@ -207,15 +232,16 @@ async def figures(
                 settings = settings.model_copy(update={"store_url": db_url})
                 try:
                     if workers == 0:
-                        rate = await measure_raw(settings, workload, db_url)
+                        drain = await measure_raw(settings, workload, db_url)
                     else:
-                        rate = await measure_drain(settings, workload, db_url, workers, work)
+                        drain = await measure_drain(settings, workload, db_url, workers, work)
                 finally:
                     await delete_names(settings)
                     await drop_database(admin_url, db_url)
                 name = "postgres.raw_pipeline" if workers == 0 else figure_name(workers)
-                values.setdefault(name, []).append(rate)
-                log.info("repeat %d: %-26s %10.1f", repeat + 1, name, rate)
+                values.setdefault(name, []).append(drain.rate)
+                values.setdefault(f"{name}_cpu_us", []).append(drain.cpu_us)
+                log.info("repeat %d: %-24s %8.0f/s %6.1f µs", repeat + 1, name, *drain)
     return values
 
 

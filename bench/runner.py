@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aio_pika
 import httpx
@@ -187,6 +187,13 @@ async def prefill_product_queue(settings: Settings, workload: Workload) -> None:
     await raw.publish_to(settings.amqp_urls[0], settings.exchange, workload, window=1000)
 
 
+class Drain(NamedTuple):
+    """A timed drain: events per second, and the worker processes' CPU µs per event."""
+
+    rate: float
+    cpu_us: float
+
+
 def drain_rate(start: tuple[float, int], end: tuple[float, int]) -> float:
     """Events per second between two (time, ``received``) readings of the store."""
     (started_at, received_then), (ended_at, received_at_end) = start, end
@@ -198,14 +205,29 @@ def drain_rate(start: tuple[float, int], end: tuple[float, int]) -> float:
     return (received_at_end - received_then) / (ended_at - started_at)
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children: ``--workers N``'s
+    supervisor and its workers."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a process that ended meanwhile
+        if stat.parent.name == str(pid) or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 async def timed_drain(
     settings: Settings, count: int, workers: int, log_path: Path, timeout: float = 600.0
-) -> float:
+) -> Drain:
     """``python -m worker --workers N`` drains a pre-filled queue into the settings' store.
 
-    Events per second from the first reading at which all N consumers are on the queue and
-    something is stored, to the reading at which ``received`` reaches ``count``: the workers'
-    start-up (and the first of them draining alone while the others start) is left out.
+    Timed from the first reading at which all N consumers are on the queue and something is
+    stored, to the reading at which ``received`` reaches ``count``: the workers' start-up
+    (and the first of them draining alone while the others start) is left out, of the rate
+    and of the CPU time alike.
     """
     command = ["-m", "worker", "--workers", str(workers)]
     connection = await connect_once(settings)
@@ -215,6 +237,7 @@ async def timed_drain(
         try:
             with process(command, env_for(settings), log_path) as worker:
                 start: tuple[float, int] | None = None
+                start_cpu = 0.0
                 attached = False
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
@@ -226,9 +249,12 @@ async def timed_drain(
                     received = (await store.stats()).received
                     now = time.time()
                     if attached and start is None and received:
-                        start = (now, received)
+                        start, start_cpu = (now, received), tree_cpu_s(worker.pid)
                     if received >= count:
-                        return drain_rate(start or (now, received), (now, received))
+                        rate = drain_rate(start or (now, received), (now, received))
+                        events = received - (start or (now, received))[1]
+                        cpu = tree_cpu_s(worker.pid) - start_cpu
+                        return Drain(rate, cpu / events * 1e6)
                     await asyncio.sleep(0.02)  # poll interval, with a deadline
                 raise RuntimeError(f"the store did not reach {count} received in {timeout:g}s")
         finally:

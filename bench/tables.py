@@ -17,7 +17,10 @@ def markdown(
     for key, label, unit in rows:
         if values.get(key):
             low, mid, high = spread(values[key])
-            lines.append(f"| {label} | {low:,.0f} | {mid:,.0f} | {high:,.0f} | {unit} |")
+            cells = " | ".join(
+                f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}" for v in (low, mid, high)
+            )
+            lines.append(f"| {label} | {cells} | {unit} |")
     lines += [
         "",
         "| ratio (same repeat) | min | median | max | target | met |",
@@ -34,3 +37,7 @@ def markdown(
                 f"| {sign} {comparison.target:.2f} | {'yes' if met else 'no'} |"
             )
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
