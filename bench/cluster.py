@@ -110,7 +110,12 @@ def private_brokers(work: Path) -> Iterator[dict[str, list[str]]]:
             futures = [pool.submit(single.start), pool.submit(cluster.start_all)]
             for future in futures:
                 future.result()
-        log.info("four private nodes up in %.0f s", time.monotonic() - started)
+        log.info(
+            "private nodes up in %.0f s: %s and %s",
+            time.monotonic() - started,
+            single.node_name,
+            ", ".join(cluster.node_names),
+        )
         yield {"single": [single.url], "three": cluster.urls}
     finally:
         try:
