@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aggregator.settings import Settings
 from bench.events import make_workload
@@ -49,6 +49,7 @@ from bench.runner import (
     read_store_stats,
     run_json,
     timed_drain,
+    tree_cpu_s,
     wait_http,
 )
 from bench.tables import markdown
@@ -69,6 +70,10 @@ ROWS = (
     ("cluster.three_ingest_http", "three-node cluster, 3 replicas: the same", "events/s"),
     ("cluster.single_drain", "one node: worker drains a pre-filled queue", "events/s"),
     ("cluster.three_drain", "three-node cluster, 3 replicas: the same", "events/s"),
+    ("cluster.single_ingest_http_broker_cpu_us", "one node: its CPU per event ingested", "µs"),
+    ("cluster.three_ingest_http_broker_cpu_us", "three nodes: their CPU, the same", "µs"),
+    ("cluster.single_drain_broker_cpu_us", "one node: its CPU per event drained", "µs"),
+    ("cluster.three_drain_broker_cpu_us", "three nodes: their CPU, the same", "µs"),
 )
 
 COMPARISONS = (
@@ -84,6 +89,23 @@ COMPARISONS = (
         "cluster.single_drain",
         0.7,
     ),
+    # What replication costs the brokers: three replicas should cost at most three times one.
+    Comparison(
+        "three nodes' CPU per event vs one node's: HTTP ingest",
+        "cluster.three_ingest_http_broker_cpu_us",
+        "cluster.single_ingest_http_broker_cpu_us",
+        3.0,
+        "µs",
+        at_most=True,
+    ),
+    Comparison(
+        "three nodes' CPU per event vs one node's: worker drain",
+        "cluster.three_drain_broker_cpu_us",
+        "cluster.single_drain_broker_cpu_us",
+        3.0,
+        "µs",
+        at_most=True,
+    ),
 )
 
 
@@ -97,10 +119,24 @@ def check(what: str, expected: int, actual: int) -> None:
     log.info("%s: %d as expected", what, actual)
 
 
+class Side(NamedTuple):
+    """One side of the comparison: its nodes' AMQP URLs, and its nodes."""
+
+    urls: list[str]
+    nodes: list[RabbitNode]
+
+    def cpu_s(self) -> float:
+        """CPU seconds its nodes' Erlang VMs have used (each VM's pid is in its pid file)."""
+        return sum(
+            tree_cpu_s(int((node.base_dir / f"{node.node_name}.pid").read_text()))
+            for node in self.nodes
+        )
+
+
 @contextlib.contextmanager
-def private_brokers(work: Path) -> Iterator[dict[str, list[str]]]:
-    """A private node and a private three-node cluster, started together; their AMQP URLs by
-    side. Every node is stopped (killed if it will not stop) when the block ends, however."""
+def private_brokers(work: Path) -> Iterator[dict[str, Side]]:
+    """A private node and a private three-node cluster, started together, by side. Every
+    node is stopped (killed if it will not stop) when the block ends, however."""
     single = RabbitNode(work / "single")
     cluster = RabbitCluster(work / "cluster", size=3)
     try:
@@ -116,7 +152,10 @@ def private_brokers(work: Path) -> Iterator[dict[str, list[str]]]:
             single.node_name,
             ", ".join(cluster.node_names),
         )
-        yield {"single": [single.url], "three": cluster.urls}
+        yield {
+            "single": Side([single.url], [single]),
+            "three": Side(cluster.urls, [*cluster.nodes]),
+        }
     finally:
         try:
             single.close()
@@ -140,25 +179,35 @@ def ingest_load(port: int, count: int, seed: int) -> list[str]:
     ]  # fmt: skip
 
 
-async def measure_ingest(settings: Settings, count: int, seed: int, log_path: Path) -> float:
+async def measure_ingest(
+    settings: Settings, count: int, seed: int, log_path: Path, side: Side
+) -> tuple[float, float]:
+    """Events per second, and the nodes' CPU µs per event while the load ran."""
     with process(["-m", "api"], env_for(settings), log_path) as api:
         wait_http(f"http://127.0.0.1:{settings.port}/readyz", api)
+        cpu_started = side.cpu_s()
         load = run_json(ingest_load(settings.port, count, seed))
+        cpu_us = (side.cpu_s() - cpu_started) / count * 1e6
     check("ingest confirmed", count, int(load["confirmed"]))
     check("ingest queue depth", count, await queue_depth(settings.amqp_urls[0], settings.queue))
-    return float(load["events_per_s"])
+    return float(load["events_per_s"]), cpu_us
 
 
-async def measure_drain(settings: Settings, count: int, seed: int, log_path: Path) -> float:
+async def measure_drain(
+    settings: Settings, count: int, seed: int, log_path: Path, side: Side
+) -> tuple[float, float]:
+    """Events per second, and the nodes' CPU µs per event (the worker's start-up included)."""
     workload = make_workload(count, dup_rate=DUP_RATE, seed=seed)
     await prefill_product_queue(settings, workload)
+    cpu_started = side.cpu_s()
     rate = (await timed_drain(settings, count, 1, log_path)).rate
+    cpu_us = (side.cpu_s() - cpu_started) / count * 1e6
     stats = await read_store_stats(settings)
     check("drain received", count, stats.received)
     check("drain unique", workload.distinct, stats.unique_processed)
     check("drain duplicates", count - workload.distinct, stats.duplicate_dropped)
     check("drain dead-lettered", 0, stats.dead_lettered)
-    return rate
+    return rate, cpu_us
 
 
 async def figures(amqp_url: str, events: int, repeats: int) -> dict[str, list[float]]:
@@ -171,25 +220,24 @@ async def figures(amqp_url: str, events: int, repeats: int) -> dict[str, list[fl
     values: dict[str, list[float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="agg-bench-cluster-") as tmp,
-        private_brokers(Path(tmp) / "brokers") as urls,
+        private_brokers(Path(tmp) / "brokers") as sides,
     ):
         work = Path(tmp)
         for repeat in range(repeats):
             seed = 1000 + repeat
             for side in SIDES if repeat % 2 == 0 else SIDES[::-1]:
                 for what in ("ingest_http", "drain"):
-                    settings = side_settings(urls[side], work)
+                    settings = side_settings(sides[side].urls, work)
                     log_path = work / f"{side}-{what}-{repeat}.log"
                     try:
-                        if what == "ingest_http":
-                            rate = await measure_ingest(settings, events, seed, log_path)
-                        else:
-                            rate = await measure_drain(settings, events, seed, log_path)
+                        measure = measure_ingest if what == "ingest_http" else measure_drain
+                        rate, cpu_us = await measure(settings, events, seed, log_path, sides[side])
                     finally:
                         await delete_names(settings)
                     name = f"cluster.{side}_{what}"
                     values.setdefault(name, []).append(rate)
-                    log.info("repeat %d: %-28s %10.1f", repeat + 1, name, rate)
+                    values.setdefault(f"{name}_broker_cpu_us", []).append(cpu_us)
+                    log.info("repeat %d: %-24s %8.0f/s %6.1f µs", repeat + 1, name, rate, cpu_us)
     return values
 
 

@@ -227,9 +227,8 @@ async def figures(
         for repeat in range(repeats):
             workload = make_workload(events, dup_rate=DUP_RATE, seed=1000 + repeat)
             for workers in rotated((0, *WORKERS), repeat):
-                settings = fresh_settings(amqp_url, work, Settings().queue_type)
                 db_url = await create_database(admin_url)
-                settings = settings.model_copy(update={"store_url": db_url})
+                settings = fresh_settings(amqp_url, work, Settings().queue_type, store_url=db_url)
                 try:
                     if workers == 0:
                         drain = await measure_raw(settings, workload, db_url)
