@@ -115,7 +115,8 @@ async def test_a_short_run_of_the_postgres_figures_leaves_no_database_behind(
         return {str(row[0]) for row in rows}
 
     before = await bench_databases()
-    values = await postgres.figures(amqp_url, 3000, 1, admin_url=pg_admin_url)
+    # Enough that the first of 4 workers cannot drain it all before the others consume.
+    values = await postgres.figures(amqp_url, 6000, 1, admin_url=pg_admin_url)
     assert set(values) == {name for name, _, _ in postgres.ROWS}
     assert all(len(rates) == 1 and rates[0] > 0 for rates in values.values()), values
     assert await bench_databases() <= before
