@@ -8,13 +8,30 @@ repeat, on a fresh database and fresh queue each:
   ``INSERT ... SELECT * FROM unnest(...) ON CONFLICT DO NOTHING`` per 1,000 deliveries on a
   table keyed like the product's (topic, event_id; the payload as ``jsonb``), then one
   ``ack(multiple=True)``: what the stack gives with nothing in between.
+* ``postgres.raw_pipeline_product_schema``: the same bare consumer and ``ack(multiple=True)``,
+  still no product processing code, but writing what the product writes: into the product's
+  schema (made before the clock by the product's own migration, opening and closing the store
+  on the fresh database) with the product's own statement (``STORE_BATCH``, one per batch of
+  the product's ``AGG_BATCH_SIZE``, 500), its arguments built here as
+  ``aggregator/store/postgres.py`` builds them (each key once, sorted by its digest, its place
+  in the batch, its timestamp as an instant; the digest and the instant from the product's own
+  two functions, ``key_digest`` and ``utc_micros``, so the rows are the product's).
 * ``postgres.drain``, ``postgres.drain_2_workers``, ``postgres.drain_4_workers``: ``python -m
   worker --workers N`` with ``AGG_STORE_URL`` on the database, timed once every worker consumes
   (``bench.runner.timed_drain``).
 
-The order of the four rotates from one repeat to the next. After each, PostgreSQL is asked:
-the table holds exactly the workload's distinct events, each once, and (for the product)
-``/stats``'s counters are exact. A count that differs fails the run.
+The two raw figures read the product two ways. Against ``raw_pipeline_product_schema`` (same
+schema, statement and batch size) the product's share is what its own code costs: decoding and
+validating each event, its batching, settlement and process, and nothing else. Against
+``raw_pipeline`` it is the stack's wall for any pipeline of this shape; the difference between
+the two raw figures is what the product's schema costs to write into: the permanent dedup
+record (``seen_keys``), the counters, and the events table's indexes (full-text search,
+retention by time, paging by position, by topic and by source).
+
+The order of the five rotates from one repeat to the next. After each, PostgreSQL is asked:
+the table holds exactly the workload's distinct events, each once, and (for the product and
+the raw pipeline on its schema) the store's counters are exact and ``seen_keys`` holds each
+distinct key's digest. A count that differs fails the run.
 """
 
 from __future__ import annotations
@@ -27,6 +44,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,6 +53,10 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from aggregator.settings import Settings
+from aggregator.store import open_store
+from aggregator.store.base import key_digest
+from aggregator.store.postgres_sql import STORE_BATCH
+from aggregator.timestamps import utc_micros
 from bench import raw
 from bench.events import Workload, make_workload
 from bench.report import Comparison
@@ -52,6 +74,12 @@ log = logging.getLogger("bench.postgres")
 
 DUP_RATE = 0.3
 WORKERS = (1, 2, 4)
+RAW = "postgres.raw_pipeline"
+RAW_PRODUCT_SCHEMA = "postgres.raw_pipeline_product_schema"
+# The product's batch (AGG_BATCH_SIZE's default), for the raw pipeline on its schema.
+PRODUCT_BATCH = Settings().batch_size
+# The counter slot the raw pipeline writes (each product store picks one of 64 at random).
+RAW_SLOT = 0
 DATABASE_PREFIX = "agg_bench_"
 ADMIN_URL = os.environ.get("AGG_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -71,18 +99,37 @@ ROWS = (
         "raw: queue → asyncpg unnest insert, on conflict do nothing → ack",
         "events/s",
     ),
+    (
+        "postgres.raw_pipeline_product_schema",
+        "raw on the product's schema: queue → its STORE_BATCH per 500 → ack",
+        "events/s",
+    ),
     ("postgres.drain", "product: worker drains into PostgreSQL", "events/s"),
     ("postgres.drain_2_workers", "product: the same with `--workers 2`", "events/s"),
     ("postgres.drain_4_workers", "product: the same with `--workers 4`", "events/s"),
     ("postgres.raw_pipeline_cpu_us", "raw pipeline: its process's CPU per event", "µs"),
+    (
+        "postgres.raw_pipeline_product_schema_cpu_us",
+        "raw on the product's schema: its process's CPU per event",
+        "µs",
+    ),
     ("postgres.drain_cpu_us", "product: the worker's CPU per event", "µs"),
     ("postgres.drain_2_workers_cpu_us", "product: 2 workers' CPU per event", "µs"),
     ("postgres.drain_4_workers_cpu_us", "product: 4 workers' CPU per event", "µs"),
 )
 
 COMPARISONS = (
+    # What the product's code costs: the same schema, statement and batch size without it.
     Comparison(
-        "PostgreSQL: worker drain vs raw asyncpg pipeline",
+        "PostgreSQL: worker drain vs raw pipeline on the product's schema",
+        "postgres.drain",
+        "postgres.raw_pipeline_product_schema",
+        0.9,
+    ),
+    # The stack's wall: a bare single-key table. Below the one above by what the product's
+    # schema costs to write (seen_keys, counters, the events table's indexes).
+    Comparison(
+        "PostgreSQL: worker drain vs raw asyncpg pipeline (bare table)",
         "postgres.drain",
         "postgres.raw_pipeline",
         0.9,
@@ -92,7 +139,15 @@ COMPARISONS = (
     # The client side's CPU per event (PostgreSQL's and RabbitMQ's not counted): steadier than
     # the rates on a machine shared with other work.
     Comparison(
-        "PostgreSQL: worker CPU per event vs the raw pipeline's",
+        "PostgreSQL: worker CPU per event vs the raw pipeline's on the product's schema",
+        "postgres.drain_cpu_us",
+        "postgres.raw_pipeline_product_schema_cpu_us",
+        1.2,
+        "µs",
+        at_most=True,
+    ),
+    Comparison(
+        "PostgreSQL: worker CPU per event vs the raw pipeline's (bare table)",
         "postgres.drain_cpu_us",
         "postgres.raw_pipeline_cpu_us",
         1.2,
@@ -124,7 +179,11 @@ def figure_name(workers: int) -> str:
     return "postgres.drain" if workers == 1 else f"postgres.drain_{workers}_workers"
 
 
-def rotated(items: tuple[int, ...], repeat: int) -> list[int]:
+WORKERS_OF = {figure_name(workers): workers for workers in WORKERS}
+FIGURES = (RAW, RAW_PRODUCT_SCHEMA, *WORKERS_OF)
+
+
+def rotated(items: tuple[str, ...], repeat: int) -> list[str]:
     """``items`` starting at ``repeat`` (mod its length): each goes first in turn."""
     shift = repeat % len(items)
     return [*items[shift:], *items[:shift]]
@@ -190,15 +249,97 @@ async def raw_pipeline(amqp_url: str, queue: str, db_url: str, count: int) -> fl
         await connection.close()
 
 
-async def measure_raw(settings: Settings, workload: Workload, db_url: str) -> Drain:
+def product_batch_arguments(bodies: Sequence[bytes], slot: int) -> tuple[object, ...]:
+    """STORE_BATCH's parameters for a batch of AMQP bodies, as the product's store builds them
+    (``PostgresStore._insert``): each key once (its first delivery), sorted by its digest,
+    with its place in the batch as it came; the batch's size counts its duplicates. No
+    validation: the bodies are the workload's, valid by construction."""
+    first: dict[tuple[str, str], dict[str, object]] = {}
+    for body in bodies:
+        event = orjson.loads(body)
+        first.setdefault((event["topic"], event["event_id"]), event)
+    place = {key: index for index, key in enumerate(first)}
+    digests = sorted((key_digest(*key), key) for key in first)
+    batch = [first[key] for _, key in digests]
+    return (
+        slot,
+        [key[0] for _, key in digests],
+        [key[1] for _, key in digests],
+        [event["timestamp"] for event in batch],
+        [event["source"] for event in batch],
+        [orjson.dumps(event["payload"]).decode() for event in batch],
+        [place[key] for _, key in digests],
+        len(bodies),
+        [None] * len(batch),  # no publisher over AMQP without the x-publisher header
+        [digest for digest, _ in digests],
+        [utc_micros(str(event["timestamp"])) for event in batch],
+    )
+
+
+async def create_product_schema(settings: Settings) -> None:
+    """The product's schema in the settings' store, by its own migration: the store opened
+    and closed."""
+    store = await open_store(settings)
+    await store.close()
+
+
+async def raw_pipeline_product_schema(amqp_url: str, queue: str, db_url: str, count: int) -> float:
+    """Pre-filled queue → the product's STORE_BATCH per batch of the product's size → ack.
+
+    The schema must exist already (:func:`create_product_schema`).
+    """
+    connection = await asyncpg.connect(db_url)
+    try:
+
+        async def write(taken: list[AbstractIncomingMessage]) -> None:
+            arguments = product_batch_arguments([message.body for message in taken], RAW_SLOT)
+            await connection.fetch(STORE_BATCH, *arguments)
+
+        return await raw.consume_into(amqp_url, queue, count, write, batch=PRODUCT_BATCH)
+    finally:
+        await connection.close()
+
+
+async def check_product_schema(
+    settings: Settings, db_url: str, workload: Workload, what: str
+) -> None:
+    """The store's counters are exact, seen_keys holds each distinct key's digest once, and
+    the events table holds the workload's distinct events (:func:`check_stored`)."""
+    stats = await read_store_stats(settings)
+    check(f"{what} received", workload.count, stats.received)
+    check(f"{what} unique", workload.distinct, stats.unique_processed)
+    check(f"{what} duplicates", workload.count - workload.distinct, stats.duplicate_dropped)
+    check(f"{what} dead-lettered", 0, stats.dead_lettered)
+    connection = await asyncpg.connect(db_url)
+    try:
+        keys = {bytes(row[0]) for row in await connection.fetch("SELECT key FROM seen_keys")}
+    finally:
+        await connection.close()
+    digests = {key_digest(*key) for key in identities(workload)}
+    check(f"{what} seen keys differing from the workload's", 0, len(keys ^ digests))
+    await check_stored(db_url, workload, what)
+
+
+async def measure_raw(
+    settings: Settings, workload: Workload, db_url: str, *, product_schema: bool = False
+) -> Drain:
     # A plain quorum queue, as raw.pipeline consumes from.
     await raw.publish(
         settings.amqp_url, settings.exchange, settings.queue, settings.queue_type, workload, 1000
     )
+    pipeline = raw_pipeline
+    if product_schema:
+        await create_product_schema(settings)  # before the clock, as the worker's start-up is
+        pipeline = raw_pipeline_product_schema
     cpu_started = time.process_time()  # this process runs nothing else meanwhile
-    rate = await raw_pipeline(settings.amqp_url, settings.queue, db_url, workload.count)
+    rate = await pipeline(settings.amqp_url, settings.queue, db_url, workload.count)
     cpu_us = (time.process_time() - cpu_started) / workload.count * 1e6
-    await check_stored(db_url, workload, "raw pipeline")
+    if product_schema:
+        await check_product_schema(
+            settings, db_url, workload, "raw pipeline on the product's schema"
+        )
+    else:
+        await check_stored(db_url, workload, "raw pipeline")
     return Drain(rate, cpu_us)
 
 
@@ -207,13 +348,7 @@ async def measure_drain(
 ) -> Drain:
     await prefill_product_queue(settings, workload)
     drain = await timed_drain(settings, workload.count, workers, work / f"worker-{workers}.log")
-    what = f"postgres drain, {workers} worker(s)"
-    stats = await read_store_stats(settings)
-    check(f"{what} received", workload.count, stats.received)
-    check(f"{what} unique", workload.distinct, stats.unique_processed)
-    check(f"{what} duplicates", workload.count - workload.distinct, stats.duplicate_dropped)
-    check(f"{what} dead-lettered", 0, stats.dead_lettered)
-    await check_stored(db_url, workload, what)
+    await check_product_schema(settings, db_url, workload, f"postgres drain, {workers} worker(s)")
     return drain
 
 
@@ -226,21 +361,24 @@ async def figures(
         work = Path(tmp)
         for repeat in range(repeats):
             workload = make_workload(events, dup_rate=DUP_RATE, seed=1000 + repeat)
-            for workers in rotated((0, *WORKERS), repeat):
+            for name in rotated(FIGURES, repeat):
                 db_url = await create_database(admin_url)
                 settings = fresh_settings(amqp_url, work, Settings().queue_type, store_url=db_url)
                 try:
-                    if workers == 0:
-                        drain = await measure_raw(settings, workload, db_url)
+                    if name in (RAW, RAW_PRODUCT_SCHEMA):
+                        drain = await measure_raw(
+                            settings, workload, db_url, product_schema=name == RAW_PRODUCT_SCHEMA
+                        )
                     else:
-                        drain = await measure_drain(settings, workload, db_url, workers, work)
+                        drain = await measure_drain(
+                            settings, workload, db_url, WORKERS_OF[name], work
+                        )
                 finally:
                     await delete_names(settings)
                     await drop_database(admin_url, db_url)
-                name = "postgres.raw_pipeline" if workers == 0 else figure_name(workers)
                 values.setdefault(name, []).append(drain.rate)
                 values.setdefault(f"{name}_cpu_us", []).append(drain.cpu_us)
-                log.info("repeat %d: %-24s %8.0f/s %6.1f µs", repeat + 1, name, *drain)
+                log.info("repeat %d: %-36s %8.0f/s %6.1f µs", repeat + 1, name, *drain)
     return values
 
 
