@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aio_pika
@@ -87,9 +88,14 @@ async def publish_to(url: str, exchange: str, workload: Workload, window: int) -
         return workload.count / (time.perf_counter() - started)
 
 
-async def _consume_batches(
-    url: str, queue: str, count: int, batch: int, prefetch: int, db: aiosqlite.Connection | None
+# Stores one batch of deliveries before they are acked (None: ack without storing).
+Write = Callable[[list[AbstractIncomingMessage]], Awaitable[None]]
+
+
+async def consume_into(
+    url: str, queue: str, count: int, write: Write | None, batch: int = 1000, prefetch: int = 2000
 ) -> float:
+    """Consume ``count`` deliveries; ``write`` each batch of ``batch``, then ack it at once."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
@@ -112,9 +118,8 @@ async def _consume_batches(
             full.clear()
             taken = pending[:]
             del pending[:]
-            if db is not None:
-                await db.executemany(ROWS_SQL, [row_of(message.body) for message in taken])
-                await db.commit()
+            if write is not None:
+                await write(taken)
             await taken[-1].ack(multiple=True)
             handled += len(taken)
             # What arrived while this batch was stored may already complete the next one.
@@ -130,7 +135,7 @@ async def consume(
     url: str, queue: str, count: int, batch: int = 1000, prefetch: int = 2000
 ) -> float:
     """Manual acks, one ``ack(multiple=True)`` per ``batch`` deliveries."""
-    return await _consume_batches(url, queue, count, batch, prefetch, None)
+    return await consume_into(url, queue, count, None, batch, prefetch)
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:
@@ -147,8 +152,13 @@ async def pipeline(
 ) -> float:
     """Pre-filled queue → one SQLite transaction of INSERT OR IGNORE per batch → ack."""
     db = await open_db(db_path)
+
+    async def write(taken: list[AbstractIncomingMessage]) -> None:
+        await db.executemany(ROWS_SQL, [row_of(message.body) for message in taken])
+        await db.commit()
+
     try:
-        return await _consume_batches(url, queue, count, batch, prefetch, db)
+        return await consume_into(url, queue, count, write, batch, prefetch)
     finally:
         await db.close()
 

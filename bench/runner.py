@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aio_pika
 import httpx
@@ -25,8 +25,10 @@ import orjson
 
 from aggregator.connection import connect_once
 from aggregator.settings import Settings
-from aggregator.store import SqliteStore, Stats
-from aggregator.topology import delete_topology
+from aggregator.store import SqliteStore, Stats, open_store
+from aggregator.topology import declare_topology, delete_topology
+from bench import raw
+from bench.events import Workload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,3 +180,97 @@ def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def prefill_product_queue(settings: Settings, workload: Workload) -> None:
+    """Declare the product's topology (quorum, dead-lettering) and publish ``workload`` into it.
+
+    Through the first node of ``settings.amqp_url``, with the raw publisher's speed.
+    """
+    connection = await connect_once(settings)
+    async with connection:
+        await declare_topology(await connection.channel(), settings)
+    await raw.publish_to(settings.amqp_urls[0], settings.exchange, workload, window=1000)
+
+
+class Drain(NamedTuple):
+    """A timed drain: events per second, and the worker processes' CPU µs per event."""
+
+    rate: float
+    cpu_us: float
+
+
+def drain_rate(start: tuple[float, int], end: tuple[float, int]) -> float:
+    """Events per second between two (time, ``received``) readings of the store."""
+    (started_at, received_then), (ended_at, received_at_end) = start, end
+    if received_then >= received_at_end or ended_at <= started_at:
+        raise RuntimeError(
+            f"nothing left to time: {received_then} of {received_at_end} were received before"
+            " every worker consumed; measure with more events"
+        )
+    return (received_at_end - received_then) / (ended_at - started_at)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children: ``--workers N``'s
+    supervisor and its workers."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a process that ended meanwhile
+        if stat.parent.name == str(pid) or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def timed_drain(
+    settings: Settings, count: int, workers: int, log_path: Path, timeout: float = 600.0
+) -> Drain:
+    """``python -m worker --workers N`` drains a pre-filled queue into the settings' store.
+
+    Timed from the first reading at which all N consumers are on the queue and something is
+    stored, to the reading at which ``received`` reaches ``count``: the workers' start-up
+    (and the first of them draining alone while the others start) is left out, of the rate
+    and of the CPU time alike.
+    """
+    command = ["-m", "worker", "--workers", str(workers)]
+    connection = await connect_once(settings)
+    async with connection:
+        channel = await connection.channel()
+        store = await open_store(settings)
+        try:
+            with process(command, env_for(settings), log_path) as worker:
+                start: tuple[float, int] | None = None
+                start_cpu = 0.0
+                attached = False
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"the worker exited with {worker.returncode}")
+                    if not attached:
+                        queue = await channel.declare_queue(settings.queue, passive=True)
+                        attached = (queue.declaration_result.consumer_count or 0) >= workers
+                    received = (await store.stats()).received
+                    now = time.time()
+                    if attached and start is None and received:
+                        start, start_cpu = (now, received), tree_cpu_s(worker.pid)
+                    if received >= count:
+                        rate = drain_rate(start or (now, received), (now, received))
+                        events = received - (start or (now, received))[1]
+                        cpu = tree_cpu_s(worker.pid) - start_cpu
+                        return Drain(rate, cpu / events * 1e6)
+                    await asyncio.sleep(0.02)  # poll interval, with a deadline
+                raise RuntimeError(f"the store did not reach {count} received in {timeout:g}s")
+        finally:
+            await store.close()
+
+
+async def read_store_stats(settings: Settings) -> Stats:
+    """The counters of the settings' store (SQLite or PostgreSQL)."""
+    store = await open_store(settings)
+    try:
+        return await store.stats()
+    finally:
+        await store.close()
