@@ -4,7 +4,9 @@ In one run, against one broker, on the same events: the raw limits with no produ
 (aio-pika publishing with pipelined confirms, consuming with batched acks, aiosqlite batched
 inserts, the raw pipeline, a raw HTTP gateway plus the raw pipeline end to end) and the
 product's figures (HTTP ingest, worker drain, end to end, single-event latency, worker RSS
-over a long drain, single events at saturation beside the bare gateway). Each repeat runs
+over a long drain, single events at saturation beside the bare gateways), the worker on
+PostgreSQL beside raw asyncpg pipelines (``bench/postgres.py``), and ingest and drain on a
+private three-node cluster beside a private single node (``bench/cluster.py``). Each repeat runs
 every figure once; the table gives min/median/max over repeats and each product figure as a
 ratio of its raw figure from the same run.
 
@@ -24,19 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.settings import Settings
-from bench import formats, single
+from bench import cluster, formats, postgres, report, single
 from bench.figures import Figures, check, log
 from bench.latency import latency
 from bench.product import product_drain, product_end_to_end, product_ingest
 from bench.raw_figures import raw_end_to_end, raw_figures
-from bench.report import write_report
 from bench.rss import worker_rss
 from bench.runner import delete_names, fresh_settings
 
 # The groups of figures, in the order a repeat runs them. A group holds both sides of the
 # comparisons it alone makes (end_to_end: the raw gateway + pipeline and the product; latency
 # and single: the raw gateway and the API); ingest and drain compare with the raw group.
-GROUPS = ("raw", "ingest", "drain", "end_to_end", "formats", "latency", "single", "rss")
+# postgres and cluster run their own repeats, on their own database and private nodes.
+GROUPS = (
+    "raw", "ingest", "drain", "end_to_end", "formats", "latency", "single", "rss",
+    "postgres", "cluster",
+)  # fmt: skip
+ROWS = (*report.SINGLE, *postgres.ROWS, *cluster.ROWS)
+COMPARISONS = (*report.COMPARISONS, *postgres.COMPARISONS, *cluster.COMPARISONS)
 
 
 def groups(text: str) -> tuple[str, ...]:
@@ -97,6 +104,12 @@ async def run(args: argparse.Namespace) -> Figures:
                     await single.measure(fresh, args.events, seed, work, figures)
             if "rss" in wanted and args.rss_events:
                 await worker_rss(fresh(), args.rss_events, 99, work, figures)
+            for name, module in (("postgres", postgres), ("cluster", cluster)):
+                if name in wanted:
+                    measured = await module.figures(amqp_url, args.events, args.repeats)
+                    for figure, values in measured.items():
+                        for value in values:
+                            figures.add(figure, value)
         finally:
             # A measurement that failed half-way leaves its queues behind; delete them all
             # (deleting what is already gone is a no-op for RabbitMQ).
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     started = time.time()
     figures = asyncio.run(run(args))
-    write_report(
+    report.write_report(
         figures.values,
         figures.checks,
         args,
@@ -144,5 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         readme=None if args.no_readme or args.only else Path("README.md"),
         took_s=time.time() - started,
         stem="partial" if args.only else "latest",
+        rows=ROWS,
+        comparisons=COMPARISONS,
     )
     return 0

@@ -35,10 +35,15 @@ class CountMismatch(AssertionError):
     """A run stored a different number of events than it sent: its figure means nothing."""
 
 
-def check(figures: Figures, what: str, expected: int, actual: int) -> None:
+def verify(what: str, expected: object, actual: object) -> str:
+    """Raise :class:`CountMismatch` unless ``actual == expected``; the line that says it held."""
     if expected != actual:
         raise CountMismatch(f"{what}: expected {expected}, got {actual}")
-    figures.checks.append(f"{what}: {actual} as expected")
+    return f"{what}: {actual} as expected"
+
+
+def check(figures: Figures, what: str, expected: int, actual: int) -> None:
+    figures.checks.append(verify(what, expected, actual))
 
 
 def producer_args(

@@ -26,7 +26,6 @@ import uvloop
 
 from aggregator.settings import Settings
 from bench import report
-from bench.chart import spread
 from bench.format_loads import CONCURRENCY, FORMATS, build, load
 from bench.runner import (
     cpu_seconds,
@@ -38,6 +37,7 @@ from bench.runner import (
     run_json,
     wait_http,
 )
+from bench.tables import markdown
 
 # Each format twice per repeat, in mirrored order: a machine that slows down or speeds up
 # during the repeat (other work on it) weighs on every format alike.
@@ -109,23 +109,11 @@ async def compare(amqp_url: str, events: int, repeats: int) -> dict[str, list[fl
 
 def table(values: dict[str, list[float]]) -> str:
     """The formats' rows of ``make bench``'s tables."""
-    lines = ["| figure | min | median | max | unit |", "|---|---:|---:|---:|---|"]
-    for key, label, unit in report.SINGLE:
-        if key.startswith("formats.") and key in values:
-            low, mid, high = spread(values[key])
-            lines.append(f"| {label} | {low:,.1f} | {mid:,.1f} | {high:,.1f} | {unit} |")
-    lines += [
-        "",
-        "| ratio (same repeat) | min | median | max | target |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for comparison in report.COMPARISONS:
-        shares = report.ratios(values, comparison)
-        if comparison.product.startswith("formats.") and shares:
-            low, mid, high = spread(shares)
-            target = f"{'≤' if comparison.at_most else '≥'} {comparison.target:.2f}"
-            lines.append(f"| {comparison.label} | {low:.2f} | {mid:.2f} | {high:.2f} | {target} |")
-    return "\n".join(lines)
+    return markdown(
+        values,
+        [row for row in report.SINGLE if row[0].startswith("formats.")],
+        [c for c in report.COMPARISONS if c.product.startswith("formats.")],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,31 +7,20 @@ import os
 import platform
 import statistics
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from bench.chart import chart, spread
+from bench.comparison import Comparison, Row, ratios
 
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A product figure read against the raw figure measured in the same repeat."""
-
-    label: str
-    product: str
-    raw: str
-    target: float  # the ratio the figure should reach
-    unit: str = "events/s"
-    at_most: bool = False  # a cost: the ratio should stay at or below the target
-
-
-COMPARISONS = (
+COMPARISONS: tuple[Comparison, ...] = (
     Comparison(
         "HTTP ingest (batches of 1,000) vs raw pipelined publish",
         "product.ingest_http",
@@ -105,7 +94,7 @@ COMPARISONS = (
     ),
 )
 
-SINGLE = (
+SINGLE: tuple[Row, ...] = (
     (
         "raw.publish_confirmed",
         "raw: aio-pika publish, confirms pipelined (best window)",
@@ -150,12 +139,14 @@ def _fmt(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
 
 
-def ratios(values: dict[str, list[float]], comparison: Comparison) -> list[float]:
-    product, raw = values.get(comparison.product, []), values.get(comparison.raw, [])
-    return [p / r for p, r in zip(product, raw, strict=False) if r]
-
-
-def table(values: dict[str, list[float]], args: argparse.Namespace, took_s: float) -> str:
+def table(
+    values: dict[str, list[float]],
+    args: argparse.Namespace,
+    took_s: float,
+    rows: Sequence[Row] = SINGLE,
+    comparisons: Sequence[Comparison] = COMPARISONS,
+) -> str:
+    """The figures' table (the ``rows`` measured) and the ratio table (the ``comparisons``)."""
     repeats = max((len(v) for v in values.values()), default=1)
     only = getattr(args, "only", None)
     lines = [
@@ -169,12 +160,12 @@ def table(values: dict[str, list[float]], args: argparse.Namespace, took_s: floa
         "| figure | min | median | max | unit |",
         "|---|---:|---:|---:|---|",
     ]
-    for key, label, unit in SINGLE:
+    for key, label, unit in rows:
         if key in values:
             low, mid, high = spread(values[key])
             lines.append(_row(label, _fmt(low), _fmt(mid), _fmt(high), unit))
     shares_rows = []
-    for comparison in COMPARISONS:
+    for comparison in comparisons:
         shares = ratios(values, comparison)
         if shares:  # a comparison whose figures were not measured (--only) has no row
             low, mid, high = spread(shares)
@@ -219,11 +210,13 @@ def write_report(
     readme: Path | None,
     took_s: float,
     stem: str = "latest",
+    rows: Sequence[Row] = SINGLE,
+    comparisons: Sequence[Comparison] = COMPARISONS,
 ) -> str:
     """The table on stdout, ``out/STEM.{json,md,png}`` (no PNG without a pair to draw), and
     the table in ``readme`` between its markers when one is given."""
     out.mkdir(parents=True, exist_ok=True)
-    text = table(values, args, took_s)
+    text = table(values, args, took_s, rows, comparisons)
     sys.stdout.write(text + "\n")
     (out / f"{stem}.json").write_bytes(
         orjson.dumps(
@@ -232,7 +225,7 @@ def write_report(
                 "arguments": {k: str(v) for k, v in vars(args).items()},
                 "figures": values,
                 "checks": checks,
-                "ratios": {c.label: ratios(values, c) for c in COMPARISONS if ratios(values, c)},
+                "ratios": {c.label: ratios(values, c) for c in comparisons if ratios(values, c)},
             },
             option=orjson.OPT_INDENT_2,
         )

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bench.chart import spread
-from bench.report import Comparison, ratios
-
-Row = tuple[str, str, str]  # figure name, label, unit
+from bench.comparison import Comparison, Row, ratios
 
 
 def markdown(

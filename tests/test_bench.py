@@ -84,6 +84,26 @@ def test_naming_every_group_is_a_full_run(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert not (tmp_path / "results" / "partial.md").exists()
 
 
+def test_the_postgres_and_cluster_figures_reach_the_full_runs_tables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    values = {
+        "postgres.raw_pipeline_product_schema": [1000.0, 1000.0],
+        "postgres.drain": [950.0, 800.0],
+        "cluster.single_ingest_http": [100.0, 100.0],
+        "cluster.three_ingest_http": [70.0, 60.0],
+    }
+    fake_run(monkeypatch, values, ("postgres", "cluster"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--only", "cluster,postgres", "--out", "results"]) == 0
+    text = (tmp_path / "results" / "partial.md").read_text()
+    for name in values:
+        label = next(label for key, label, _ in cli.ROWS if key == name)
+        assert f"| {label} |" in text, name
+    ratios = orjson.loads((tmp_path / "results" / "partial.json").read_bytes())["ratios"]
+    assert [0.95, 0.8] in ratios.values() and [0.7, 0.6] in ratios.values()
+
+
 def test_a_table_without_any_pair_has_no_ratio_section() -> None:
     args = argparse.Namespace(queue_type="quorum", events=600, latency_rate=500.0)
     text = table({"raw.pipeline": [1000.0, 1200.0, 1100.0]}, args, took_s=6.0)

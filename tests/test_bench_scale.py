@@ -18,8 +18,9 @@ from aggregator.decoding import decode_wire
 from aggregator.store import PostgresStore
 from aggregator.store.postgres_sql import STORE_BATCH
 from bench import cluster, postgres, raw
+from bench.comparison import Comparison
 from bench.events import make_workload
-from bench.report import Comparison
+from bench.figures import CountMismatch
 from bench.runner import drain_rate, fresh_settings
 from bench.tables import markdown
 
@@ -93,7 +94,7 @@ async def test_a_table_with_the_right_count_but_one_wrong_event_fails_the_check(
     stranger = make_workload(1, seed=6).bodies
     # 70 rows, as many as the workload's distinct events, one of them not the workload's.
     await _store_rows(pg_url, distinct[1:] + stranger)
-    with pytest.raises(postgres.CountMismatch, match="rows differing from the workload's"):
+    with pytest.raises(CountMismatch, match="rows differing from the workload's"):
         await postgres.check_stored(pg_url, workload, "test")
 
 
