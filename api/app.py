@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from aggregator.metrics import ApiMetrics
 from aggregator.settings import Settings
@@ -33,7 +33,7 @@ from api.routes.otlp import otlp_router
 from api.routes.page import add_page
 from api.routes.publish import publish_router
 from api.schemas import publish_body_schemas
-from api.strict_query import refuse_unknown_query
+from api.strict_query import STRICT_QUERY
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served from local files instead (api/routes/docs.py)
         redoc_url=None,
-        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -85,12 +84,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(publish_router(settings, body_schema))
     app.include_router(otlp_router(settings))
     app.include_router(ingest_router(settings))
-    app.include_router(events.router)
-    app.include_router(dead_letters.router)
-    app.include_router(stats.router)
-    app.include_router(health.router)
-    add_offline_docs(app)
-    add_page(app)
+    for reading in (events.router, dead_letters.router, stats.router, health.router):
+        app.include_router(reading, dependencies=STRICT_QUERY)
+    add_offline_docs(app, dependencies=STRICT_QUERY)
+    add_page(app, dependencies=STRICT_QUERY)
     app.add_middleware(
         ConcurrencyLimit,
         limit=settings.max_concurrent_requests,

@@ -4,13 +4,17 @@
 known to this version) looks like an answer and is not one. So every GET route refuses a query
 parameter it does not declare, in FastAPI's 422 shape, one error per unknown name. It is an
 app-wide dependency: it runs first, before the key is checked (the names a route takes are
-public in the OpenAPI document anyway), and applies to routes added later by themselves.
+public in the OpenAPI document anyway). It is given to the reading routers and pages
+(``STRICT_QUERY``), not to the whole app: a dependency costs every request it applies to, and
+the publishing routes (POST, the hot path) take no query parameters to check.
+``tests/test_api_read.py`` asks every GET route of the app, so a new one without it fails there.
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
+from fastapi.params import Depends as DependsParam
 from fastapi.routing import APIRoute
 
 from api.errors import BadQuery
@@ -55,3 +59,7 @@ def _listed(names: frozenset[str]) -> str:
     if not names:
         return "none"
     return ", ".join(sorted(names))
+
+
+# For ``include_router(..., dependencies=STRICT_QUERY)`` and ``@app.get(..., dependencies=...)``.
+STRICT_QUERY: list[DependsParam] = [Depends(refuse_unknown_query)]

@@ -6,11 +6,13 @@ come from the fastapi-offline package (Swagger UI 5, which reads OpenAPI 3.1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.params import Depends as DependsParam
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -18,11 +20,11 @@ ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 PREFIX = "/static/docs"
 
 
-def add_offline_docs(app: FastAPI) -> None:
+def add_offline_docs(app: FastAPI, dependencies: Sequence[DependsParam] = ()) -> None:
     """Mount the assets and the two pages (the app is made with docs_url and redoc_url None)."""
     app.mount(PREFIX, StaticFiles(directory=ASSETS), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get("/docs", include_in_schema=False, dependencies=dependencies)
     async def swagger() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
@@ -32,7 +34,7 @@ def add_offline_docs(app: FastAPI) -> None:
             swagger_favicon_url=f"{PREFIX}/favicon.png",
         )
 
-    @app.get("/redoc", include_in_schema=False)
+    @app.get("/redoc", include_in_schema=False, dependencies=dependencies)
     async def redoc() -> HTMLResponse:
         return get_redoc_html(
             openapi_url=app.openapi_url or "/openapi.json",

@@ -4,9 +4,11 @@ the page reads the API's own JSON, with the same keys as any client."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
+from fastapi.params import Depends as DependsParam
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -33,6 +35,6 @@ async def page() -> FileResponse:
     )
 
 
-def add_page(app: FastAPI) -> None:
+def add_page(app: FastAPI, dependencies: Sequence[DependsParam] = ()) -> None:
     app.mount("/static/page", StaticFiles(directory=STATIC), name="page-assets")
-    app.include_router(router)
+    app.include_router(router, dependencies=dependencies)
