@@ -16,6 +16,7 @@ import aiosqlite
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from aggregator.store.sqlite_schema import SEARCH_INDEX
 from bench.events import Workload
 
 ROWS_SQL = (
@@ -25,6 +26,13 @@ ROWS_SQL = (
 SCHEMA_SQL = (
     "CREATE TABLE IF NOT EXISTS events (topic TEXT, event_id TEXT, timestamp TEXT,"
     " source TEXT, payload TEXT, PRIMARY KEY (topic, event_id))"
+)
+# The same table as the product's (a seq rowid, the key unique) with the product's full-text
+# index kept up by its own trigger: what searching costs each write, with no product code.
+SEARCHABLE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, topic TEXT, event_id TEXT,"
+    " timestamp TEXT, source TEXT, payload TEXT, UNIQUE (topic, event_id))",
+    *SEARCH_INDEX,
 )
 
 
@@ -138,20 +146,29 @@ async def consume(
     return await consume_into(url, queue, count, None, batch, prefetch)
 
 
-async def open_db(path: Path) -> aiosqlite.Connection:
+async def open_db(path: Path, *, searchable: bool = False) -> aiosqlite.Connection:
     db = await aiosqlite.connect(path)
     await db.execute("PRAGMA journal_mode = WAL")
     await db.execute("PRAGMA synchronous = FULL")
-    await db.execute(SCHEMA_SQL)
+    for statement in SEARCHABLE_SCHEMA if searchable else (SCHEMA_SQL,):
+        await db.execute(statement)
     await db.commit()
     return db
 
 
 async def pipeline(
-    url: str, queue: str, db_path: Path, count: int, batch: int = 1000, prefetch: int = 2000
+    url: str,
+    queue: str,
+    db_path: Path,
+    count: int,
+    batch: int = 1000,
+    prefetch: int = 2000,
+    *,
+    searchable: bool = False,
 ) -> float:
-    """Pre-filled queue → one SQLite transaction of INSERT OR IGNORE per batch → ack."""
-    db = await open_db(db_path)
+    """Pre-filled queue → one SQLite transaction of INSERT OR IGNORE per batch → ack; with
+    ``searchable``, into a table with the product's full-text index."""
+    db = await open_db(db_path, searchable=searchable)
 
     async def write(taken: list[AbstractIncomingMessage]) -> None:
         await db.executemany(ROWS_SQL, [row_of(message.body) for message in taken])

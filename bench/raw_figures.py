@@ -48,9 +48,21 @@ async def raw_figures(
         count * len(PUBLISH_WINDOWS),
         await queue_depth(settings.amqp_url, queue),
     )
+    # Three windows published the workload three times: one copy for each of these.
     figures.add("raw.consume_batched_acks", await raw.consume(settings.amqp_url, queue, count))
     figures.add(
         "raw.pipeline", await raw.pipeline(settings.amqp_url, queue, work / f"raw-{seed}.db", count)
+    )
+    searchable_db = work / f"raw-search-{seed}.db"
+    figures.add(
+        "raw.pipeline_searchable",
+        await raw.pipeline(settings.amqp_url, queue, searchable_db, count, searchable=True),
+    )
+    check(
+        figures,
+        "raw searchable pipeline rows",
+        workload.distinct,
+        await raw.count_rows(searchable_db),
     )
     figures.add(
         "raw.sqlite_batched_insert", await raw.sqlite_insert(work / f"sql-{seed}.db", workload)

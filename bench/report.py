@@ -31,6 +31,12 @@ COMPARISONS: tuple[Comparison, ...] = (
         "worker drain (30% duplicates) vs raw pipeline", "product.drain", "raw.pipeline", 0.9
     ),
     Comparison(
+        "worker drain vs raw pipeline with the same full-text index",
+        "product.drain",
+        "raw.pipeline_searchable",
+        1.0,
+    ),
+    Comparison(
         "end to end vs raw gateway + raw pipeline", "product.end_to_end", "raw.end_to_end", 0.9
     ),
     Comparison(
@@ -103,6 +109,11 @@ SINGLE: tuple[Row, ...] = (
     ("raw.consume_batched_acks", "raw: aio-pika consume, batched acks", "events/s"),
     ("raw.sqlite_batched_insert", "raw: aiosqlite batched insert", "rows/s"),
     ("raw.pipeline", "raw: queue → batched insert-or-ignore → ack", "events/s"),
+    (
+        "raw.pipeline_searchable",
+        "raw: the same into a table with the product's full-text index",
+        "events/s",
+    ),
     ("raw.end_to_end", "raw: HTTP gateway + raw pipeline at once", "events/s"),
     ("product.ingest_http", "product: POST /publish, batches of 1,000, 4 at a time", "events/s"),
     ("product.drain", "product: worker drains a pre-filled queue", "events/s"),

@@ -221,6 +221,7 @@ def test_benchmark_smoke_run(amqp_url: str, tmp_path: Path) -> None:
         "raw.consume_batched_acks",
         "raw.sqlite_batched_insert",
         "raw.pipeline",
+        "raw.pipeline_searchable",
         "raw.end_to_end",
         "product.ingest_http",
         "product.drain",
@@ -242,6 +243,7 @@ def test_benchmark_smoke_run(amqp_url: str, tmp_path: Path) -> None:
         assert len(figures[name]) >= 1 and all(v > 0 for v in figures[name]), name
     # The run verified its own counts: every distinct event stored once, every send confirmed.
     assert any(c.startswith("drain unique: 420") for c in report["checks"]), report["checks"]
+    assert any(c.startswith("raw searchable pipeline rows: 420") for c in report["checks"])
     assert any(c.startswith("end-to-end received: 600") for c in report["checks"])
     assert any(c.startswith("otlp ingest queue depth: 300") for c in report["checks"])
     assert any(c.startswith("ndjson ingest confirmed: 300") for c in report["checks"])
