@@ -30,7 +30,7 @@ from bench import cluster, formats, postgres, report, single
 from bench.figures import Figures, check, log
 from bench.latency import latency
 from bench.product import product_drain, product_end_to_end, product_ingest
-from bench.raw_figures import raw_end_to_end, raw_figures
+from bench.raw_figures import raw_end_to_end, raw_figures, raw_searchable
 from bench.rss import worker_rss
 from bench.runner import delete_names, fresh_settings
 
@@ -75,6 +75,7 @@ async def run(args: argparse.Namespace) -> Figures:
                 log.info("repeat %d of %d", repeat + 1, args.repeats)
                 if "raw" in wanted:
                     await raw_figures(fresh(), args.events, seed, work, figures)
+                    await raw_searchable(fresh(), args.events, seed, work, figures)
                 if "end_to_end" in wanted:
                     await raw_end_to_end(fresh(), args.events, seed, work, figures)
                 if "ingest" in wanted:
