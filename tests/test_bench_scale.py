@@ -17,7 +17,7 @@ import pytest
 from aggregator.decoding import decode_wire
 from aggregator.store import PostgresStore
 from aggregator.store.postgres_sql import STORE_BATCH
-from bench import cluster, postgres, raw
+from bench import cluster, postgres, postgres_raw, raw
 from bench.comparison import Comparison
 from bench.events import make_workload
 from bench.figures import CountMismatch
@@ -79,9 +79,9 @@ def test_on_the_cluster_every_node_is_listed_and_the_queue_has_three_replicas(
 async def _store_rows(url: str, bodies: list[bytes]) -> None:
     connection = await asyncpg.connect(url)
     try:
-        await connection.execute(postgres.RAW_SCHEMA)
+        await connection.execute(postgres_raw.RAW_SCHEMA)
         rows = [raw.row_of(body) for body in bodies]
-        await connection.execute(postgres.RAW_INSERT, *map(list, zip(*rows, strict=True)))
+        await connection.execute(postgres_raw.RAW_INSERT, *map(list, zip(*rows, strict=True)))
     finally:
         await connection.close()
 
@@ -133,7 +133,7 @@ async def test_the_raw_pipeline_on_the_product_schema_writes_what_the_product_wr
     # Batches of the product's size, duplicates within and across them, an offset timestamp.
     workload = make_workload(1200, dup_rate=0.3, seed=5)
     bodies = [body.replace(b"10:00:00.000Z", b"12:00:00.000+02:00", 1) for body in workload.bodies]
-    size = postgres.PRODUCT_BATCH
+    size = postgres_raw.PRODUCT_BATCH
     assert size == 500
     batches = [bodies[i : i + size] for i in range(0, len(bodies), size)]
 
@@ -147,11 +147,11 @@ async def test_the_raw_pipeline_on_the_product_schema_writes_what_the_product_wr
     bench_url = await postgres.create_database(pg_admin_url)
     try:
         settings = fresh_settings("amqp://unused/", tmp_path, "quorum", store_url=bench_url)
-        await postgres.create_product_schema(settings)
+        await postgres_raw.create_product_schema(settings)
         connection = await asyncpg.connect(bench_url)
         try:
             for batch in batches:
-                arguments = postgres.product_batch_arguments(batch, postgres.RAW_SLOT)
+                arguments = postgres_raw.product_batch_arguments(batch, postgres_raw.RAW_SLOT)
                 await connection.fetch(STORE_BATCH, *arguments)
         finally:
             await connection.close()
