@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 from aggregator.settings import Settings
 from bench.comparison import Comparison
 from bench.events import make_workload
-from bench.figures import verify
+from bench.figures import log_check as check
 from bench.runner import (
     delete_names,
     env_for,
@@ -108,10 +108,6 @@ COMPARISONS = (
         at_most=True,
     ),
 )
-
-
-def check(what: str, expected: object, actual: object) -> None:
-    log.info("%s", verify(what, expected, actual))
 
 
 class Side(NamedTuple):

@@ -55,7 +55,7 @@ from aggregator.store.base import key_digest
 from bench import raw
 from bench.comparison import Comparison
 from bench.events import Workload, make_workload
-from bench.figures import verify
+from bench.figures import log_check as check
 from bench.postgres_raw import (
     create_product_schema,
     raw_pipeline,
@@ -150,10 +150,6 @@ COMPARISONS = (
         at_most=True,
     ),
 )
-
-
-def check(what: str, expected: object, actual: object) -> None:
-    log.info("%s", verify(what, expected, actual))
 
 
 def figure_name(workers: int) -> str:

@@ -176,10 +176,16 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def _stat(path: Path) -> tuple[int, float]:
+    """A ``/proc/PID/stat`` file's parent pid and CPU seconds (user + system); OSError once the
+    process is gone. The fields after the command name, which may hold spaces or parentheses."""
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU time a process has used (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat(Path(f"/proc/{pid}/stat"))[1]
 
 
 async def prefill_product_queue(settings: Settings, workload: Workload) -> None:
@@ -217,11 +223,11 @@ def tree_cpu_s(pid: int) -> float:
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent, seconds = _stat(stat)
         except OSError:
             continue  # a process that ended meanwhile
-        if stat.parent.name == str(pid) or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if stat.parent.name == str(pid) or parent == pid:
+            total += seconds
     return total
 
 

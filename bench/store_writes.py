@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -28,20 +27,19 @@ import orjson
 from aggregator.events import Event
 from aggregator.store import DedupStore, PostgresStore, SqliteStore
 from bench.events import make_workload
+from bench.runner import cpu_seconds
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _backend_cpu_s(pids: list[int]) -> dict[int, float]:
     """CPU seconds (user + system) of local processes, by pid; those not readable are left out."""
-    ticks = os.sysconf("SC_CLK_TCK")
     seconds: dict[int, float] = {}
     for pid in pids:
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds[pid] = cpu_seconds(pid)
         except OSError:
             continue
-        seconds[pid] = (int(fields[11]) + int(fields[12])) / ticks
     return seconds
 
 
